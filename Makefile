@@ -1,0 +1,39 @@
+# Two commands for a fresh machine: `make demo` (set up + run the pipeline on the bundled
+# examples) and `make test` (set up + the test suite). Everything lives in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch lies on disk on our machines and installs in seconds; elsewhere
+# pip resolves the package's torch range normally.
+TORCH_PIN ?= torch==2.13.0
+PROFILE ?= profiles/local
+
+.PHONY: setup demo test test-fast bench bench-quality clean
+
+$(BIN)/sign-vq: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_PIN)" || $(BIN)/pip install -q "torch>=2.2,<3"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/sign-vq
+
+demo: setup
+	$(BIN)/snakemake --profile $(PROFILE)
+	$(BIN)/snakemake --profile $(PROFILE) --report results/report.zip
+
+test: setup
+	$(BIN)/python -m pytest -x -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -x -q -m "not slow"
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+bench-quality: setup
+	$(BIN)/python -m benchmarks.quality
+
+clean:
+	rm -rf results .snakemake
