@@ -1,0 +1,127 @@
+"""Per-shard normalize: preprocess every pose of a shard into one pose zip with its per-point statistics.
+
+`sign-vq normalize --output SHARD (--files-from LIST | INPUT...)` writes SHARD atomically and a report
+(`SHARD.report.json`: counts and every skipped file with its reason). Bad files are skipped; the shard fails
+(exit 1, no shard written) only when the fraction of bad files exceeds ``--max-bad-fraction``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sign_vq import preprocess
+from sign_vq.errors import BadPoseError, UserError
+from sign_vq.fileio import atomic_open
+from sign_vq.posezip import PoseZipWriter
+from sign_vq.stats import PointStats
+
+HELP = "normalize the .pose files of one shard into a pose zip with per-point statistics"
+log = logging.getLogger(__name__)
+
+
+def pose_id(path: Path, root: Path | None) -> str:
+    """The pose's id: its path relative to ``root`` without `.pose` (stable across machines)."""
+    if root is not None:
+        try:
+            path = path.resolve().relative_to(root.resolve())
+        except ValueError:
+            pass
+    return path.with_suffix("").as_posix().lstrip("/")
+
+
+def read_file_list(path: Path) -> list[Path]:
+    """Paths listed one per line (blank lines and `#` comments ignored), relative to the list's folder."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the file list ({error.strerror})") from None
+    files = [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+    return [f if f.is_absolute() else path.parent / f for f in files]
+
+
+def normalize_shard(
+    files: list[Path],
+    output: Path,
+    *,
+    root: Path | None = None,
+    max_bad_fraction: float = 0.5,
+    outlier_limit: float = preprocess.DEFAULT_OUTLIER_LIMIT,
+    fix_wrists: bool = True,
+) -> dict:
+    """Normalize ``files`` into the shard ``output``; returns the report (also written beside the shard)."""
+    stats = PointStats.zeros()
+    bad: list[dict] = []
+    frames = outliers = 0
+    with PoseZipWriter(output) as writer:
+        for path in tqdm(files, desc=f"normalize {output.name}", unit="file", disable=None):
+            try:
+                pose = preprocess.preprocess_file(path, outlier_limit=outlier_limit, fix_wrists=fix_wrists)
+            except BadPoseError as error:
+                log.warning("skipped: %s", error)
+                bad.append({"file": str(path), "reason": str(error)})
+                continue
+            masked = pose.masked()
+            stats.add(masked)
+            writer.add(pose_id(path, root), pose.data, pose.mask, pose.info())
+            frames += pose.frames
+            outliers += pose.outliers
+        report = {
+            "shard": str(output),
+            "files": len(files),
+            "ok": len(writer.entries),
+            "bad": len(bad),
+            "frames": frames,
+            "outlier_points": outliers,
+            "bad_files": bad,
+        }
+        with atomic_open(output.with_name(output.name + ".report.json")) as handle:
+            json.dump(report, handle, indent=1)
+        fraction = len(bad) / max(len(files), 1)
+        if not files or fraction > max_bad_fraction:
+            writer.abort()
+            raise UserError(
+                f"{output}: {len(bad)} of {len(files)} files are bad ({fraction:.0%} > --max-bad-fraction "
+                f"{max_bad_fraction:.0%}); no shard written — see {output}.report.json for each file's reason"
+                if files
+                else f"{output}: the shard has no input files; check the file list"
+            )
+        writer.close(stats=stats.to_dict(), report={k: v for k, v in report.items() if k != "bad_files"})
+    log.info("%s: %d poses, %d frames, %d bad files, %d outlier points masked", output, report["ok"], frames, len(bad), outliers)
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
+    parser.add_argument("--output", required=True, type=Path, help="shard to write (.zip)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--files-from", type=Path, metavar="LIST", help="text file listing .pose files")
+    source.add_argument("inputs", nargs="*", type=Path, default=[], metavar="INPUT", help=".pose files")
+    parser.add_argument("--root", type=Path, help="pose ids are paths relative to this folder")
+    parser.add_argument("--max-bad-fraction", type=float, default=0.5, help="fail above this fraction of bad files")
+    parser.add_argument("--outlier-limit", type=float, default=preprocess.DEFAULT_OUTLIER_LIMIT,
+                        help="mask points farther than this many shoulder widths from the shoulder centre")
+    parser.add_argument("--no-wrist-correction", dest="fix_wrists", action="store_false",
+                        help="keep the body-model wrists instead of the hand-model wrists")
+
+
+def run(args: argparse.Namespace) -> int:
+    files = read_file_list(args.files_from) if args.files_from else args.inputs
+    normalize_shard(
+        files,
+        args.output,
+        root=args.root,
+        max_bad_fraction=args.max_bad_fraction,
+        outlier_limit=args.outlier_limit,
+        fix_wrists=args.fix_wrists,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    from sign_vq.cli import run_module
+
+    run_module("normalize")

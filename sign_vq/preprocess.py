@@ -1,0 +1,228 @@
+"""Read one `.pose` file and turn it into the normalized 178-point array every later stage uses.
+
+Order of operations (the one documented `normalize` path):
+1. read the header (cached per distinct header) and the body straight from the bytes with numpy;
+2. check it is MediaPipe Holistic in 3-D (full: body 33, face 468/478, both hands; or already reduced to 178);
+3. keep the 178 canonical points; a point is missing (masked) where its confidence is 0;
+4. put each hand model's wrist in place of the body wrist in the frames where that hand was seen;
+5. shoulder-normalize: subtract the mean shoulder midpoint and divide by the mean 2-D shoulder width;
+6. mask outlier points (farther than ``outlier_limit`` shoulder widths from the shoulder centre) and count them;
+7. store float16 values with the mask, plus what is needed to map a reconstruction back
+   (``center``, ``scale``, ``fps``, frame size).
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pose_format.pose_header import PoseHeader
+from pose_format.utils.reader import BufferReader
+
+from sign_vq import skeleton
+from sign_vq.errors import BadPoseError
+
+DEFAULT_OUTLIER_LIMIT = 5.0  # shoulder widths from the shoulder centre
+_EXPECTED = (
+    "expected MediaPipe Holistic with x,y,z: POSE_LANDMARKS(33), FACE_LANDMARKS(468 or 478), "
+    "LEFT_HAND_LANDMARKS(21), RIGHT_HAND_LANDMARKS(21) [, POSE_WORLD_LANDMARKS(33)], or the reduced 178-point layout"
+)
+
+
+@dataclass
+class NormalizedPose:
+    """A shoulder-normalized pose in the canonical layout, with what is needed to undo the normalization."""
+
+    data: np.ndarray  # float16, frames x 178 x 3, shoulder widths from the shoulder centre
+    mask: np.ndarray  # bool, frames x 178, True where the point is missing
+    fps: float
+    center: np.ndarray  # float64 (3,), original coordinates of the mean shoulder midpoint
+    scale: float  # mean shoulder width in original (pixel) units
+    width: int
+    height: int
+    outliers: int = 0  # points masked because they were far outside the body
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return self.data.shape[0]
+
+    def masked(self) -> np.ma.MaskedArray:
+        """The pose as a float16 masked array (frames x 178 x 3)."""
+        return np.ma.MaskedArray(self.data, mask=np.repeat(self.mask[..., None], skeleton.DIMS, axis=-1))
+
+    def denormalize(self, data: np.ndarray) -> np.ndarray:
+        """Map normalized values (frames x 178 x 3) back to this pose's original coordinates."""
+        return data.astype(np.float64) * self.scale + self.center
+
+    def info(self) -> dict:
+        """JSON-serializable metadata (everything but the arrays)."""
+        return {
+            "frames": int(self.frames),
+            "fps": float(self.fps),
+            "center": [float(c) for c in self.center],
+            "scale": float(self.scale),
+            "width": int(self.width),
+            "height": int(self.height),
+            "outliers": int(self.outliers),
+            **self.meta,
+        }
+
+
+def _describe(header: PoseHeader) -> str:
+    return ", ".join(f"{c.name}({len(c.points)}, {c.format})" for c in header.components)
+
+
+def _header_signature(header: PoseHeader) -> tuple:
+    return tuple((c.name, c.format, tuple(c.points)) for c in header.components)
+
+
+@functools.lru_cache(maxsize=64)
+def _point_indices(signature: tuple) -> np.ndarray | str:
+    """Indices of the 178 canonical points in a file with this header, or the reason it is not usable."""
+    components = {name: (fmt, points) for name, fmt, points in signature}
+    dims = {len(fmt) - 1 for fmt, _ in components.values()}  # the last format letter is the confidence
+    missing = [n for n in (skeleton.BODY, skeleton.FACE, skeleton.LEFT_HAND, skeleton.RIGHT_HAND) if n not in components]
+    problems = [f"missing component(s) {', '.join(missing)}"] if missing else []
+    if dims != {3}:
+        problems.append(f"{min(dims, default=0)}-D points where 3-D (x,y,z) is required")
+    if problems:
+        return "; ".join(problems)
+    offsets, offset = {}, 0
+    for name, _, points in signature:
+        offsets[name] = offset
+        offset += len(points)
+    indices = []
+    for component in skeleton.canonical_header().components:
+        lookup = {p: i for i, p in enumerate(components[component.name][1])}
+        absent = [p for p in component.points if p not in lookup]
+        if absent:
+            return f"{component.name} lacks point(s) {', '.join(absent[:5])}"
+        indices.extend(offsets[component.name] + lookup[p] for p in component.points)
+    face_size = len(components[skeleton.FACE][1])
+    if face_size not in (*skeleton.FACE_SIZES, 128):
+        return f"FACE_LANDMARKS has {face_size} points"
+    return np.asarray(indices, dtype=np.intp)
+
+
+def read_raw(buffer: bytes, name: str) -> tuple[PoseHeader, float, np.ndarray, np.ndarray]:
+    """Parse a `.pose` buffer: header, fps, data (frames x points x dims, float32) and confidence of person 0."""
+    if len(buffer) == 0:
+        raise BadPoseError(f"{name}: empty file (0 bytes); expected a .pose file — re-export or re-download it")
+    try:
+        reader = BufferReader(buffer)
+        header = PoseHeader.read(reader)
+        points = sum(len(c.points) for c in header.components)
+        dims = max((len(c.format) - 1 for c in header.components), default=0)
+        if header.version >= 0.2 - 1e-6:
+            fps, frames = struct.unpack_from("<fI", buffer, reader.read_offset)
+            offset = reader.read_offset + 8
+        else:
+            fps, frames = struct.unpack_from("<HH", buffer, reader.read_offset)
+            offset = reader.read_offset + 4
+        (people,) = struct.unpack_from("<H", buffer, offset)
+        offset += 2
+    except BadPoseError:
+        raise
+    except Exception as error:  # pose-format raises many types on garbage
+        raise BadPoseError(
+            f"{name}: not a readable .pose file ({type(error).__name__}: {error}); "
+            "expected a pose-format v0.1/v0.2 file — re-export or re-download it"
+        ) from None
+    per_frame = people * points * (dims + 1) * 4
+    available = len(buffer) - offset
+    if header.version < 0.2 - 1e-6 and per_frame:
+        frames = available // per_frame  # v0.1 stores the frame count in 16 bits: derive it from the size
+    if per_frame and available < frames * per_frame:
+        raise BadPoseError(
+            f"{name}: truncated: header announces {frames} frames ({frames * per_frame} bytes of body), "
+            f"found {available} bytes — re-download the file"
+        )
+    if people == 0 or frames == 0:
+        raise BadPoseError(f"{name}: zero frames (frames={frames}, people={people}); expected at least one frame")
+    data = np.frombuffer(buffer, dtype="<f4", count=frames * people * points * dims, offset=offset)
+    conf_offset = offset + data.nbytes
+    confidence = np.frombuffer(buffer, dtype="<f4", count=frames * people * points, offset=conf_offset)
+    data = data.reshape(frames, people, points, dims)[:, 0]
+    confidence = confidence.reshape(frames, people, points)[:, 0]
+    return header, float(fps), data, confidence
+
+
+def correct_wrists(data: np.ndarray, mask: np.ndarray) -> None:
+    """In place: where a hand was seen, its model's wrist replaces the (less precise) body wrist."""
+    for side in ("left", "right"):
+        seen = ~mask[:, skeleton.HAND_WRIST[side]]
+        data[seen, skeleton.BODY_WRIST[side]] = data[seen, skeleton.HAND_WRIST[side]]
+        mask[seen, skeleton.BODY_WRIST[side]] = False
+
+
+def shoulder_frame(data: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+    """The mean shoulder midpoint (x,y,z) and mean 2-D shoulder width over frames where both shoulders are seen."""
+    both = ~mask[:, skeleton.LEFT_SHOULDER] & ~mask[:, skeleton.RIGHT_SHOULDER]
+    if not both.any():
+        raise BadPoseError(
+            f"{name}: no body: the shoulders are never detected in {len(mask)} frames; "
+            "expected a signer whose shoulders are visible (needed for normalization)"
+        )
+    left = data[both, skeleton.LEFT_SHOULDER].astype(np.float64)
+    right = data[both, skeleton.RIGHT_SHOULDER].astype(np.float64)
+    center = ((left + right) / 2).mean(axis=0)
+    scale = float(np.linalg.norm((left - right)[:, :2], axis=-1).mean())
+    if not scale > 0:
+        raise BadPoseError(f"{name}: shoulder width is 0; expected two distinct shoulder points")
+    return center, scale
+
+
+def preprocess_bytes(
+    buffer: bytes,
+    name: str,
+    *,
+    outlier_limit: float = DEFAULT_OUTLIER_LIMIT,
+    fix_wrists: bool = True,
+) -> NormalizedPose:
+    """Validate, reduce, correct and normalize one `.pose` buffer (see the module docstring)."""
+    header, fps, raw, confidence = read_raw(buffer, name)
+    indices = _point_indices(_header_signature(header))
+    if isinstance(indices, str):
+        raise BadPoseError(f"{name}: not MediaPipe Holistic: {indices}; found {_describe(header)}; {_EXPECTED}")
+    data = raw[:, indices].astype(np.float32)
+    mask = confidence[:, indices] == 0
+    finite = np.isfinite(data).all(axis=-1) | mask
+    if not finite.all():
+        frames = np.unique(np.nonzero(~finite)[0])
+        raise BadPoseError(
+            f"{name}: {int((~finite).sum())} point(s) with NaN/inf coordinates in {len(frames)} frame(s) "
+            f"(first: frame {int(frames[0])}); expected finite values — re-run pose estimation on this video"
+        )
+    if not np.isfinite(fps) or fps <= 0:
+        raise BadPoseError(f"{name}: invalid fps {fps}; expected a positive frame rate")
+    if fix_wrists:
+        correct_wrists(data, mask)
+    center, scale = shoulder_frame(data, mask, name)
+    normalized = (data - center) / scale
+    outlier = ~mask & (np.abs(normalized) > outlier_limit).any(axis=-1)
+    mask |= outlier
+    normalized[mask] = 0
+    return NormalizedPose(
+        data=normalized.astype(np.float16),
+        mask=mask,
+        fps=fps,
+        center=center,
+        scale=scale,
+        width=int(header.dimensions.width),
+        height=int(header.dimensions.height),
+        outliers=int(outlier.sum()),
+    )
+
+
+def preprocess_file(path: str | Path, **options) -> NormalizedPose:
+    """Read ``path`` and run :func:`preprocess_bytes` on it; every error names the file."""
+    path = Path(path)
+    try:
+        buffer = path.read_bytes()
+    except OSError as error:
+        raise BadPoseError(f"{path}: cannot read ({error.strerror}); expected a readable .pose file") from None
+    return preprocess_bytes(buffer, str(path), **options)
