@@ -132,10 +132,21 @@ def read_raw(buffer: bytes, name: str) -> tuple[PoseHeader, float, np.ndarray, n
             f"{name}: not a readable .pose file ({type(error).__name__}: {error}); "
             "expected a pose-format v0.1/v0.2 file — re-export or re-download it"
         ) from None
+    if not header.components:
+        raise BadPoseError(
+            f"{name}: not a readable .pose file (the header declares no components, version {header.version:g}); "
+            "expected a pose-format v0.1/v0.2 file — re-export or re-download it"
+        )
     per_frame = people * points * (dims + 1) * 4
     available = len(buffer) - offset
     if header.version < 0.2 - 1e-6 and per_frame:
+        stored = frames
         frames = available // per_frame  # v0.1 stores the frame count in 16 bits: derive it from the size
+        if frames % 65536 != stored:  # fewer whole frames than announced (modulo the 16-bit overflow)
+            raise BadPoseError(
+                f"{name}: truncated: header announces {stored} frames, the body holds {available} bytes "
+                f"({available / per_frame:.1f} frames) — re-download the file"
+            )
     if per_frame and available < frames * per_frame:
         raise BadPoseError(
             f"{name}: truncated: header announces {frames} frames ({frames * per_frame} bytes of body), "

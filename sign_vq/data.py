@@ -1,0 +1,119 @@
+"""Batches from the training archive: random crops for training, fixed windows for validation.
+
+Poses are read one archive member at a time (never the whole archive), so memory stays flat and DataLoader workers
+work. Training samples are a pure function of (seed, sample number): a run resumed at step N draws exactly the
+batches an uninterrupted run draws from step N on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sign_vq.posezip import PoseZip
+
+log = logging.getLogger(__name__)
+
+
+def pose_tensors(pose: np.ma.MaskedArray) -> dict[str, torch.Tensor]:
+    """A masked pose (T x 178 x 3) as float32 values (0 where missing) and the observed flags (T x 178)."""
+    observed = ~np.ma.getmaskarray(pose).any(axis=-1)
+    values = np.ma.filled(pose.astype(np.float32), 0.0)
+    return {"poses": torch.from_numpy(values), "observed": torch.from_numpy(observed)}
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad a list of poses to the longest; ``padding`` is True on padded frames."""
+    length = max(item["poses"].shape[0] for item in items)
+    batch = len(items)
+    poses = torch.zeros(batch, length, *items[0]["poses"].shape[1:])
+    observed = torch.zeros(batch, length, items[0]["observed"].shape[1], dtype=torch.bool)
+    padding = torch.ones(batch, length, dtype=torch.bool)
+    for i, item in enumerate(items):
+        frames = item["poses"].shape[0]
+        poses[i, :frames] = item["poses"]
+        observed[i, :frames] = item["observed"]
+        padding[i, :frames] = False
+    return {"poses": poses, "observed": observed, "padding": padding}
+
+
+class RandomCrops(Dataset):
+    """Samples ``start .. start+length-1``: a pose drawn at random, cropped to at most ``max_frames`` frames."""
+
+    def __init__(self, archive: PoseZip, entries: list[dict], max_frames: int, seed: int, start: int, length: int):
+        self.archive, self.entries = archive, entries
+        self.max_frames, self.seed, self.start, self.length = max_frames, seed, start, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.start + index))
+        entry = self.entries[rng.integers(len(self.entries))]
+        pose = self.archive.read(entry)
+        offset = rng.integers(max(len(pose) - self.max_frames, 0) + 1)
+        return pose_tensors(pose[offset : offset + self.max_frames])
+
+
+class Windows(Dataset):
+    """Every pose of ``entries`` cut into consecutive windows of at most ``max_frames`` frames (deterministic)."""
+
+    def __init__(self, archive: PoseZip, entries: list[dict], max_frames: int):
+        self.archive = archive
+        self.items = [(e, s) for e in entries for s in range(0, e["frames"], max_frames)]
+        self.max_frames = max_frames
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        entry, start = self.items[index]
+        return pose_tensors(self.archive.read(entry)[start : start + self.max_frames])
+
+
+def split_entries(archive: PoseZip, split: str) -> list[dict]:
+    return [e for e in archive.entries if e.get("split") == split]
+
+
+class PoseDataModule(L.LightningDataModule):
+    """Train batches are step-indexed random crops; validation covers the whole `val` split."""
+
+    def __init__(self, archive: str | Path, config: dict):
+        super().__init__()
+        self.archive = PoseZip(archive)
+        self.config = config
+        self.train_entries = split_entries(self.archive, "train")
+        self.val_entries = split_entries(self.archive, "val")
+        if not self.train_entries:
+            raise ValueError(f"{archive}: no training poses (is val_fraction 1?)")
+        if not self.val_entries:
+            log.warning("%s: no validation poses; validating on the first training poses", archive)
+            self.val_entries = self.train_entries[:4]
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        workers = self.config["num_workers"]
+        return DataLoader(
+            dataset,
+            batch_size=self.config["batch_size"],
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        step = self.trainer.global_step if self.trainer is not None else 0
+        batch = self.config["batch_size"]
+        remaining = max(self.config["max_steps"] - step, 1)
+        dataset = RandomCrops(
+            self.archive, self.train_entries, self.config["max_frames"], self.config["seed"], step * batch, remaining * batch
+        )
+        return self._loader(dataset)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(Windows(self.archive, self.val_entries, self.config["max_frames"]))
