@@ -39,9 +39,13 @@ def list_path(lists_dir: Path, shard: int) -> Path:
 def relative_key(root: Path) -> Callable[[Path], str]:
     """A shard key: the file's path relative to ``root``, posix style."""
     root_text = os.path.abspath(root)
+    prefix = root_text.rstrip("/") + "/"
 
     def key(path: Path) -> str:
-        return Path(os.path.relpath(os.path.abspath(path), root_text)).as_posix()
+        text = os.fspath(path)
+        if text.startswith(prefix) and "/.." not in text:  # the common case, ~10x faster than relpath
+            return text[len(prefix):]
+        return Path(os.path.relpath(os.path.abspath(text), root_text)).as_posix()
 
     return key
 
@@ -52,10 +56,11 @@ def _relative_paths(files: Iterable[Path], start: Path) -> list[str]:
     folders: dict[str, str] = {}
     result = []
     for path in files:
-        folder, base = os.path.split(os.path.abspath(path))
+        folder, slash, base = os.fspath(path).rpartition("/")
         prefix = folders.get(folder)
         if prefix is None:
-            prefix = folders[folder] = Path(os.path.relpath(folder, start_text)).as_posix()
+            parent = folder or ("/" if slash else ".")
+            prefix = folders[folder] = Path(os.path.relpath(os.path.abspath(parent), start_text)).as_posix()
         result.append(base if prefix == "." else f"{prefix}/{base}")
     return result
 

@@ -1,0 +1,376 @@
+"""Sync stage against a real GCS-compatible server (fake-gcs-server on 127.0.0.1) with real pose files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gcs_server import GcsServer
+from sign_vq import sync as sync_module
+from sign_vq.cli import main
+from sign_vq.normalize import read_file_list
+from sign_vq.shards import list_path, shard_of
+from sign_vq.sync import MANIFEST, REMOVED, TMP_DIR, file_crc32c, folder_clashes, read_manifest, refusal
+
+K = 7
+OLD = 1_000_000_000
+HOSTILE = ["../evil.pose", "a/../../evil.pose", "/etc/x.pose", ".", "..", "a//b.pose", "clash",
+           "a\\..\\evil.pose", "nul\0.pose", "new\nline.pose", "tab\t.pose"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One memory-backend server for the module; STORAGE_EMULATOR_HOST points the library at it."""
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    with GcsServer() as srv:
+        os.environ["STORAGE_EMULATOR_HOST"] = srv.url
+        yield srv
+    if saved is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+@pytest.fixture(scope="module")
+def sample(data_dir) -> dict[str, bytes]:
+    """30 real pose files keyed by their path under the data folder (several languages and folders)."""
+    files = sorted(data_dir.rglob("*.pose"))[::16]
+    return {f.relative_to(data_dir).as_posix(): f.read_bytes() for f in files}
+
+
+_buckets = iter(range(10**6))
+
+
+def make_bucket(server: GcsServer, objects: dict[str, bytes], prefix: str = "poses/"):
+    """A new bucket holding ``objects`` under ``prefix``; returns (bucket, url)."""
+    bucket = server.client().create_bucket(f"test-{next(_buckets)}")
+    upload(bucket, objects, prefix)
+    return bucket, f"gs://{bucket.name}/{prefix.rstrip('/')}"
+
+
+def upload(bucket, objects: dict[str, bytes], prefix: str = "poses/") -> None:
+    for name, data in objects.items():
+        bucket.blob(prefix + name).upload_from_string(data)
+
+
+def sync(url: str, tmp: Path, *extra: str) -> tuple[int, dict]:
+    rc = main(["sync", "--bucket", url, "--output", str(tmp / "mirror"), "--lists", str(tmp / "lists"),
+               "--shards", str(K), "--threads", "4", "--retry-wait", "0.01", *extra])
+    return rc, json.loads((tmp / "lists" / "sync-summary.json").read_text())
+
+
+def mirrored(tmp: Path) -> dict[str, bytes]:
+    """Every file of the mirror except the stage's own bookkeeping."""
+    mirror = tmp / "mirror"
+    return {p.relative_to(mirror).as_posix(): p.read_bytes() for p in mirror.rglob("*")
+            if p.is_file() and p.name not in {MANIFEST, REMOVED, ".sync.lock"}}
+
+
+def listed(tmp: Path) -> list[Path]:
+    return [p for k in range(K) for p in read_file_list(list_path(tmp / "lists", k))]
+
+
+def test_full_sync_rerun_and_incremental(server, sample, tmp_path):
+    bucket, url = make_bucket(server, sample)
+    upload(bucket, {"notes/readme.txt": b"not a pose"})
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0
+    assert mirrored(tmp_path) == {**sample, "notes/readme.txt": b"not a pose"}  # byte-identical
+    assert summary["listed"] == summary["downloaded"] == len(sample) + 1 and summary["failed_count"] == 0
+    manifest = read_manifest(tmp_path / "mirror" / MANIFEST)
+    assert set(manifest) == set(mirrored(tmp_path))
+    for name, entry in manifest.items():
+        assert entry.size == len(mirrored(tmp_path)[name])
+        assert entry.crc32c == file_crc32c(tmp_path / "mirror" / name)
+    assert sorted(p.resolve() for p in listed(tmp_path)) == sorted(
+        (tmp_path / "mirror" / n).resolve() for n in sample)  # .pose files only, each in one list
+    for k in range(K):
+        for line in list_path(tmp_path / "lists", k).read_text().splitlines():
+            assert shard_of(line.removeprefix("../mirror/"), K) == k
+
+    # rerun: nothing downloaded, nothing rewritten
+    files = [p for p in (tmp_path / "mirror").rglob("*.pose")]
+    lists = [list_path(tmp_path / "lists", k) for k in range(K)]
+    _age(files + lists)
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0 and summary["downloaded"] == 0 and summary["skipped"] == len(sample) + 1
+    assert summary["lists_changed"] == []
+    assert all(p.stat().st_mtime == OLD for p in files + lists)
+
+    # one changed object (same name, other real bytes) and one new one: only those two downloaded
+    names = sorted(sample)
+    changed, new = names[3], "new/lexicon-copy.pose"
+    upload(bucket, {changed: sample[names[4]], new: sample[names[5]]})
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0 and summary["downloaded"] == 2 and summary["bytes"] == len(sample[names[4]]) + len(sample[names[5]])
+    assert (tmp_path / "mirror" / changed).read_bytes() == sample[names[4]]
+    assert (tmp_path / "mirror" / new).read_bytes() == sample[names[5]]
+    new_list = list_path(tmp_path / "lists", shard_of(new, K))
+    assert summary["lists_changed"] == [new_list.name]
+    assert all(p.stat().st_mtime == OLD for p in lists if p != new_list)
+    assert new_list.stat().st_mtime != OLD
+    untouched = [p for p in files if p.relative_to(tmp_path / "mirror").as_posix() != changed]
+    assert all(p.stat().st_mtime == OLD for p in untouched)
+
+    # a missing and a wrong-size local file are downloaded again, even though the manifest lists them
+    (tmp_path / "mirror" / names[0]).unlink()
+    with open(tmp_path / "mirror" / names[1], "r+b") as handle:
+        handle.truncate(100)
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0 and summary["downloaded"] == 2
+    assert mirrored(tmp_path)[names[0]] == sample[names[0]] and mirrored(tmp_path)[names[1]] == sample[names[1]]
+
+
+def _age(paths) -> None:
+    for path in paths:
+        os.utime(path, (OLD, OLD))
+
+
+def _assert_all_verified(tmp: Path, expected: dict[str, bytes]) -> None:
+    """No temp file anywhere, and every mirrored file is exactly the object's bytes."""
+    files = mirrored(tmp)
+    assert not [n for n in files if n.startswith(TMP_DIR) or n.endswith((".part", ".tmp"))]
+    for name, data in files.items():
+        assert data == expected[name], name
+
+
+def test_server_killed_mid_sync_then_restarted(sample, tmp_path, monkeypatch):
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    srv = GcsServer().start()  # its own server: this test kills it
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", srv.url)
+        bucket, url = make_bucket(srv, sample)
+        fetch = sync_module.Syncer._fetch
+        calls = []
+
+        def fetch_then_crash(self, entry, tmp):
+            calls.append(entry.name)
+            if len(calls) == 8:
+                srv.kill()  # the server dies while other threads are downloading
+            return fetch(self, entry, tmp)
+
+        monkeypatch.setattr(sync_module.Syncer, "_fetch", fetch_then_crash)
+        rc, summary = sync(url, tmp_path, "--retries", "2")
+        assert rc == 1 and 0 < summary["failed_count"] < len(sample)
+        assert summary["downloaded"] + summary["failed_count"] == len(sample)
+        assert all(f["name"].startswith("poses/") for f in summary["failed"])
+        _assert_all_verified(tmp_path, sample)
+        assert set(read_manifest(tmp_path / "mirror" / MANIFEST)) == set(mirrored(tmp_path))
+        assert len(listed(tmp_path)) == summary["downloaded"]
+
+        srv.start()  # same port, empty memory backend: upload again (new generations, same bytes)
+        upload(srv.client().create_bucket(bucket.name), sample)
+        monkeypatch.setattr(sync_module.Syncer, "_fetch", fetch)
+        rc, second = sync(url, tmp_path)
+        assert rc == 0 and second["failed_count"] == 0
+        assert second["downloaded"] == summary["failed_count"]  # verified files are not fetched again
+        assert mirrored(tmp_path) == sample
+        manifest = read_manifest(tmp_path / "mirror" / MANIFEST)
+        assert all(e.crc32c == file_crc32c(tmp_path / "mirror" / n) for n, e in manifest.items())
+        assert len(listed(tmp_path)) == len(sample)
+    finally:
+        srv.stop()
+        if saved is not None:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+
+
+def test_resumed_download_is_verified(server, sample, tmp_path, monkeypatch):
+    """A failed attempt leaves bytes in the temp file; the retry resumes after them and checks the whole file."""
+    names = sorted(sample)
+    good_half, bad_half = names[0], names[1]
+    bucket, url = make_bucket(server, {good_half: sample[good_half], bad_half: sample[bad_half]})
+    fetch = sync_module.Syncer._fetch
+    first: set[str] = set()
+
+    def cut_first_attempt(self, entry, tmp):
+        if entry.name not in first:
+            first.add(entry.name)
+            data = sample[entry.name][: entry.size // 2]
+            if entry.name == bad_half:
+                data = bytes(255 - b for b in data)  # the interrupted attempt wrote garbage
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            raise ConnectionResetError("connection reset mid-stream")
+        return fetch(self, entry, tmp)
+
+    monkeypatch.setattr(sync_module.Syncer, "_fetch", cut_first_attempt)
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0 and summary["downloaded"] == 2
+    _assert_all_verified(tmp_path, sample)
+    # the good partial was resumed (only the rest fetched), the garbage one caught by crc32c and fetched again
+    assert summary["bytes"] == len(sample[good_half]) + len(sample[bad_half])
+
+
+def test_killed_sync_leaves_nothing_unverified(server, sample, tmp_path):
+    """SIGKILL the sync process in the middle of a download; the rerun cleans up and finishes."""
+    bucket, url = make_bucket(server, sample)
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from sign_vq import sync
+        fetch, calls = sync.Syncer._fetch, []
+        def fetch_then_die(self, entry, tmp):
+            calls.append(entry)
+            if len(calls) == 6:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(b"half a download")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fetch(self, entry, tmp)
+        sync.Syncer._fetch = fetch_then_die
+        from sign_vq.cli import main
+        main(sys.argv[1:])
+    """)
+    args = ["sync", "--bucket", url, "--output", str(tmp_path / "mirror"), "--lists", str(tmp_path / "lists"),
+            "--shards", str(K), "--threads", "1"]
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": server.url}
+    killed = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True)
+    assert killed.returncode == -9
+    assert list((tmp_path / "mirror" / TMP_DIR).iterdir())  # a partial download was left behind
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0 and summary["stale_temp_removed"] >= 1
+    assert summary["verified_local"] == 5  # renamed before the kill: checked locally, not fetched again
+    assert summary["downloaded"] == len(sample) - 5
+    assert mirrored(tmp_path) == sample
+
+
+def test_object_not_matching_its_crc32c(sample, tmp_path, monkeypatch, caplog):
+    """Bytes rotted on the server (filesystem backend, file edited behind its back): clear error, no file."""
+    names = sorted(sample)[:3]
+    root = tmp_path / "gcs"
+    with GcsServer(root=root) as srv:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", srv.url)
+        bucket, url = make_bucket(srv, {n: sample[n] for n in names})
+        stored = root / bucket.name / "poses" / names[1]
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+        stored.write_bytes(bytes(data))
+        assert srv.client().bucket(bucket.name).blob("poses/" + names[1]).download_as_bytes(checksum=None) == data
+        rc, summary = sync(url, tmp_path, "--retries", "1")
+    assert rc == 1
+    assert [f["name"] for f in summary["failed"]] == ["poses/" + names[1]]
+    assert "crc32c" in summary["failed"][0]["error"]
+    assert any("poses/" + names[1] in r.getMessage() and "crc32c" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "mirror" / names[1]).exists()
+    assert mirrored(tmp_path) == {n: sample[n] for n in names if n != names[1]}
+    assert not list((tmp_path / "mirror" / TMP_DIR).rglob("*"))
+
+
+def test_hostile_names_are_refused(server, sample, tmp_path):
+    box = tmp_path / "box"
+    box.mkdir()
+    ok = sample[sorted(sample)[0]]
+    objects = {name: b"evil" for name in HOSTILE}
+    objects.update({"ok.pose": ok, "clash/child.pose": ok, "manifest.tsv": b"x", ".sync-tmp/a.pose": b"x"})
+    bucket, url = make_bucket(server, objects, prefix="")
+    upload(bucket, {"pre/../evil.pose": b"evil", "pre/fine.pose": ok}, prefix="")
+    before = set(Path("/etc").iterdir())
+    rc, summary = sync(url, box)
+    assert rc == 0
+    refused = {r["name"]: r["reason"] for r in summary["refused"]}
+    assert set(refused) == {*HOSTILE, "manifest.tsv", ".sync-tmp/a.pose", "pre/../evil.pose"}
+    assert "folder" in refused["clash"] and "backslash" in refused["a\\..\\evil.pose"]
+    assert mirrored(box) == {"ok.pose": ok, "clash/child.pose": ok, "pre/fine.pose": ok}
+    assert sorted(p.name for p in box.iterdir()) == ["lists", "mirror"]  # nothing beside the mirror
+    assert not (tmp_path / "evil.pose").exists() and set(Path("/etc").iterdir()) == before
+    # with a prefix, names are checked relative to it
+    rc, summary = sync(f"gs://{bucket.name}/pre", tmp_path / "prefixed")
+    assert [r["name"] for r in summary["refused"]] == ["pre/../evil.pose"]
+    assert mirrored(tmp_path / "prefixed") == {"fine.pose": ok}
+
+
+@pytest.mark.parametrize("name", [*(n for n in HOSTILE if n != "clash"), "", "a/", "x" * 256 + ".pose", "removed.tsv", ".sync.lock",
+                                  ".manifest.tsv.abc.tmp", "del\x7f.pose"])
+def test_refusal_unit(name):
+    assert refusal(name) is not None
+
+
+def test_refusal_accepts_ordinary_names():
+    for name in ["a.pose", "fingerspelling/gsg/a b.pose", "ü/ñ.pose", "...pose", "a/.hidden.pose", "x/manifest.tsv"]:
+        assert refusal(name) is None, name
+    assert folder_clashes(["clash", "clash/child.pose", "a/b/c", "a"]) == {"clash", "a"}
+
+
+def test_symlink_in_mirror_cannot_redirect_writes(server, sample, tmp_path):
+    ok = sample[sorted(sample)[0]]
+    bucket, url = make_bucket(server, {"sub/x.pose": ok, "y.pose": ok})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "sub").symlink_to(outside)
+    rc, summary = sync(url, tmp_path)
+    assert rc == 1 and [f["name"] for f in summary["failed"]] == ["poses/sub/x.pose"]
+    assert list(outside.iterdir()) == []
+    assert (tmp_path / "mirror" / "y.pose").read_bytes() == ok
+
+
+def test_removed_objects_kept_or_deleted(server, sample, tmp_path):
+    names = sorted(sample)[:4]
+    bucket, url = make_bucket(server, {n: sample[n] for n in names})
+    assert sync(url, tmp_path)[0] == 0
+    gone = names[2]
+    bucket.blob("poses/" + gone).delete()
+    rc, summary = sync(url, tmp_path)
+    assert rc == 0 and summary["removed_in_bucket"] == [gone] and summary["deleted"] == 0
+    assert (tmp_path / "mirror" / gone).read_bytes() == sample[gone]  # kept
+    assert gone not in read_manifest(tmp_path / "mirror" / MANIFEST)
+    assert gone in read_manifest(tmp_path / "mirror" / REMOVED)
+    assert (tmp_path / "mirror" / gone).resolve() not in [p.resolve() for p in listed(tmp_path)]
+
+    rc, summary = sync(url, tmp_path, "--delete-removed")
+    assert rc == 0 and summary["removed_in_bucket"] == [gone] and summary["deleted"] == 1
+    assert not (tmp_path / "mirror" / gone).exists()
+    assert not (tmp_path / "mirror" / REMOVED).exists()
+    assert set(mirrored(tmp_path)) == set(names) - {gone}
+    rc, summary = sync(url, tmp_path, "--delete-removed")
+    assert summary["removed_in_bucket"] == [] and summary["downloaded"] == 0
+
+
+def test_local_mode(data_dir, tmp_path):
+    assert main(["sync", "--local", str(data_dir), "--lists", str(tmp_path), "--shards", "5"]) == 0
+    files = [p for k in range(5) for p in read_file_list(list_path(tmp_path, k))]
+    assert sorted(p.resolve() for p in files) == sorted(data_dir.rglob("*.pose"))
+    summary = json.loads((tmp_path / "sync-summary.json").read_text())
+    assert summary["listed"] == 472 and len(summary["lists_changed"]) == 5
+    assert main(["sync", "--local", str(data_dir), "--lists", str(tmp_path), "--shards", "5"]) == 0
+    assert json.loads((tmp_path / "sync-summary.json").read_text())["lists_changed"] == []
+
+
+def test_user_errors(server, tmp_path):
+    lists = ["--lists", str(tmp_path / "l"), "--shards", "2"]
+    assert main(["sync", "--bucket", "gs://b", *lists]) == 2  # no --output
+    assert main(["sync", "--bucket", "s3://b", "--output", str(tmp_path / "m"), *lists]) == 2
+    assert main(["sync", "--bucket", "gs://no-such-bucket", "--output", str(tmp_path / "m"), *lists]) == 2
+    assert main(["sync", "--local", str(tmp_path / "missing"), *lists]) == 2
+
+
+def test_verify_rechecks_local_bytes(server, sample, tmp_path):
+    """A same-size local edit is trusted by a plain rerun (manifest + size) but caught by --verify."""
+    names = sorted(sample)[:3]
+    bucket, url = make_bucket(server, {n: sample[n] for n in names})
+    assert sync(url, tmp_path)[0] == 0
+    path = tmp_path / "mirror" / names[0]
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert sync(url, tmp_path)[1]["downloaded"] == 0
+    rc, summary = sync(url, tmp_path, "--verify")
+    assert rc == 0 and summary["downloaded"] == 1 and summary["verified_local"] == 2
+    assert path.read_bytes() == sample[names[0]]
+
+
+def test_concurrent_sync_on_one_mirror_is_refused(server, sample, tmp_path):
+    import fcntl
+
+    bucket, url = make_bucket(server, {"a.pose": sample[sorted(sample)[0]]})
+    (tmp_path / "mirror").mkdir()
+    with open(tmp_path / "mirror" / ".sync.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        assert main(["sync", "--bucket", url, "--output", str(tmp_path / "mirror"), "--lists",
+                     str(tmp_path / "lists"), "--shards", "2"]) == 2
+    assert sync(url, tmp_path)[0] == 0
