@@ -2,18 +2,19 @@
 
 Poses are read one archive member at a time (never the whole archive), so memory stays flat and DataLoader workers
 work. Training samples are a pure function of (seed, sample number): a run resumed at step N draws exactly the
-batches an uninterrupted run draws from step N on.
+batches an uninterrupted run draws from step N on (:class:`StepSampler`).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sign_vq.posezip import PoseZip
 
@@ -43,21 +44,39 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 class RandomCrops(Dataset):
-    """Samples ``start .. start+length-1``: a pose drawn at random, cropped to at most ``max_frames`` frames."""
+    """Sample ``i``: a pose drawn at random, cropped to at most ``max_frames`` frames (a pure function of seed, i)."""
 
-    def __init__(self, archive: PoseZip, entries: list[dict], max_frames: int, seed: int, start: int, length: int):
+    def __init__(self, archive: PoseZip, entries: list[dict], max_frames: int, seed: int, length: int):
         self.archive, self.entries = archive, entries
-        self.max_frames, self.seed, self.start, self.length = max_frames, seed, start, length
+        self.max_frames, self.seed, self.length = max_frames, seed, length
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, self.start + index))
+        rng = np.random.default_rng((self.seed, index))
         entry = self.entries[rng.integers(len(self.entries))]
         pose = self.archive.read(entry)
         offset = rng.integers(max(len(pose) - self.max_frames, 0) + 1)
         return pose_tensors(pose[offset : offset + self.max_frames])
+
+
+class StepSampler(Sampler[int]):
+    """Yields the samples of steps ``current_step() .. max_steps-1`` (``batch_size`` per step) each time it is iterated.
+
+    Reading the step when iteration starts (not when the loader is built) keeps a resumed run on the exact samples
+    of an uninterrupted one, whatever Lightning does with epochs around a mid-epoch restart.
+    """
+
+    def __init__(self, current_step: Callable[[], int], max_steps: int, batch_size: int):
+        self.current_step, self.max_steps, self.batch_size = current_step, max_steps, batch_size
+        self.length = max(max_steps - current_step(), 1) * batch_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.current_step() * self.batch_size, self.max_steps * self.batch_size))
 
 
 class Windows(Dataset):
@@ -95,25 +114,24 @@ class PoseDataModule(L.LightningDataModule):
             log.warning("%s: no validation poses; validating on the first training poses", archive)
             self.val_entries = self.train_entries[:4]
 
-    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
         workers = self.config["num_workers"]
         return DataLoader(
             dataset,
             batch_size=self.config["batch_size"],
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        step = self.trainer.global_step if self.trainer is not None else 0
-        batch = self.config["batch_size"]
-        remaining = max(self.config["max_steps"] - step, 1)
-        dataset = RandomCrops(
-            self.archive, self.train_entries, self.config["max_frames"], self.config["seed"], step * batch, remaining * batch
-        )
-        return self._loader(dataset)
+        config = self.config
+        trainer = self.trainer
+        sampler = StepSampler(lambda: trainer.global_step if trainer else 0, config["max_steps"], config["batch_size"])
+        length = config["max_steps"] * config["batch_size"]
+        dataset = RandomCrops(self.archive, self.train_entries, config["max_frames"], config["seed"], length)
+        return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(Windows(self.archive, self.val_entries, self.config["max_frames"]))

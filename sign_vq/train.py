@@ -22,6 +22,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from sign_vq.config import load_config
 from sign_vq.data import PoseDataModule
@@ -55,6 +57,14 @@ class StopOnSignal(Callback):
             log.warning("signal %d: saving %s at step %d and stopping", self.received, self.last, trainer.global_step)
             trainer.save_checkpoint(self.last)
             trainer.should_stop = True
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed: a kill mid-save never leaves a truncated last.ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def _wandb_logger(config: dict, output: Path) -> Logger | None:
@@ -175,7 +185,7 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
         auto_insert_metric_name=False,
         mode="max",
     )
-    plugins = []
+    plugins: list = [AtomicCheckpointIO()]
     if "SLURM_JOB_ID" in os.environ:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -199,7 +209,10 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
     )
     if resume is not None:
         log.info("resuming from %s", resume)
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+    except SIGTERMException:  # Lightning's own SIGTERM exit (status 0) after our callback saved last.ckpt
+        log.warning("stopped by SIGTERM")
     if trainer.global_rank != 0:
         return 0 if trainer.global_step >= train_config["max_steps"] else INTERRUPTED
     plot_curves(_merge_csv_logs(output), output / "curves.png")
@@ -209,8 +222,7 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
             trainer.global_step, train_config["max_steps"], last,
         )
         return INTERRUPTED
-    with atomic_path(output / "model.ckpt") as tmp:
-        trainer.save_checkpoint(tmp, weights_only=True)
+    trainer.save_checkpoint(output / "model.ckpt", weights_only=True)  # atomic through AtomicCheckpointIO
     log.info("model written to %s", output / "model.ckpt")
     return 0
 

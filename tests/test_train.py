@@ -1,0 +1,234 @@
+"""Training: overfitting, resume after SIGKILL, signals, precision, bad inputs, W&B run ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sign_vq.archive import build_archive
+from sign_vq.cli import main
+from sign_vq.config import validate
+from sign_vq.data import PoseDataModule
+from sign_vq.metrics import codebook_stats
+from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse
+from sign_vq.normalize import normalize_shard
+from sign_vq.stats import merge_shards, write_stats
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "poses"
+TINY = {
+    "max_steps": 30,
+    "checkpoint_every": 10,
+    "val_every": 15,
+    "batch_size": 4,
+    "max_frames": 32,
+    "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.1},
+    "wandb": {"mode": "disabled"},
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, Path]:
+    """Shard, statistics and archive of the bundled examples."""
+    root = tmp_path_factory.mktemp("data")
+    files = sorted(EXAMPLES.rglob("*.pose"))
+    normalize_shard(files, root / "shard.zip", root=EXAMPLES)
+    write_stats(merge_shards([root / "shard.zip"]), root / "stats.json")
+    build_archive([root / "shard.zip"], root / "archive.zip", val_fraction=0.2)
+    return {"archive": root / "archive.zip", "stats": root / "stats.json", "root": root}
+
+
+def write_config(path: Path, **overrides) -> Path:
+    train = json.loads(json.dumps(TINY))
+    train.update(overrides)
+    path.write_text(yaml.safe_dump({"train": train}))
+    return path
+
+
+def train_command(config: Path, dataset: dict, output: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "sign_vq.train", "--config", str(config),
+        "--archive", str(dataset["archive"]), "--stats", str(dataset["stats"]), "--output", str(output),
+    ]
+
+
+def run_train(config: Path, dataset: dict, output: Path, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
+    return subprocess.run(train_command(config, dataset, output), capture_output=True, text=True, env=env, **kwargs)
+
+
+def test_overfits_one_batch(dataset):
+    config = validate({"train": {"model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}}})["train"]
+    data = PoseDataModule(dataset["archive"], {**config, "batch_size": 4, "max_frames": 32})
+    batch = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(**config["model"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    observed = batch["observed"] & ~batch["padding"][..., None]
+    losses = []
+    for _ in range(200):
+        recon, _ = model(batch["poses"], observed, batch["padding"])
+        loss = part_weighted_mse(recon, batch["poses"], observed)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] * 10 <= losses[0], (losses[0], losses[-1])
+
+
+def test_sigkill_then_rerun_equals_uninterrupted_run(dataset, tmp_path):
+    config = write_config(tmp_path / "config.yaml")
+    reference = run_train(config, dataset, tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    output = tmp_path / "killed"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    process = subprocess.Popen(train_command(config, dataset, output), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (output / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output / "model.ckpt").exists(), "killed too late: the run had already finished"
+    assert (output / "checkpoints" / "last.ckpt").exists()
+
+    resumed = run_train(config, dataset, output)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    expected = torch.load(tmp_path / "reference" / "model.ckpt", weights_only=False)["state_dict"]
+    actual = torch.load(output / "model.ckpt", weights_only=False)["state_dict"]
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+
+
+def test_sigterm_saves_checkpoint_and_exits_nonzero(dataset, tmp_path):
+    config = write_config(tmp_path / "config.yaml", max_steps=100000, checkpoint_every=100000)
+    output = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    process = subprocess.Popen(train_command(config, dataset, output), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((output / "logs").glob("version_0/hparams.yaml")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 3, stderr[-2000:]
+    assert "rerun the same command to resume" in stderr
+    last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] > 0
+    assert not (output / "model.ckpt").exists()
+
+
+def test_changed_config_starts_over_and_keeps_old_checkpoints(dataset, tmp_path):
+    output = tmp_path / "run"
+    first = run_train(write_config(tmp_path / "a.yaml", max_steps=10), dataset, output)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_train(write_config(tmp_path / "b.yaml", max_steps=10, lr=0.002), dataset, output)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "train config changed" in second.stderr
+    assert len(list(tmp_path.glob("run/checkpoints.stale-*/last.ckpt"))) == 1
+    assert load_model(output).train_config["lr"] == 0.002
+
+
+def test_bf16_mixed_trains_on_cpu(dataset, tmp_path):
+    result = run_train(write_config(tmp_path / "c.yaml", max_steps=6, precision="bf16-mixed"), dataset, tmp_path / "m")
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(tmp_path / "m")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_fsq_under_bf16_autocast_uses_as_many_codes_as_fp32():
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1)
+    hidden = torch.randn(8, 500, 32) * 3
+    _, fp32 = model._quantize(hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, bf16 = model._quantize(hidden.to(torch.bfloat16))
+    size = model.codebook_size
+    assert int(bf16.max()) < size and int(bf16.min()) >= 0
+    use32 = codebook_stats(torch.bincount(fp32.flatten(), minlength=size))["codebook_utilization"]
+    use16 = codebook_stats(torch.bincount(bf16.flatten(), minlength=size))["codebook_utilization"]
+    assert use32 > 0.5 and abs(use16 - use32) < 0.05
+
+
+def test_one_codebook_trains_and_decodes(dataset, tmp_path):
+    result = run_train(write_config(tmp_path / "c.yaml", max_steps=4), dataset, tmp_path / "m")
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(tmp_path / "m" / "model.ckpt")
+    assert model.num_codebooks == 1 and model.bits_per_frame == pytest.approx(np.log2(1000))
+    poses, observed = torch.randn(1, 12, 178, 3) * 0.3, torch.ones(1, 12, 178, dtype=torch.bool)
+    codes = model.encode(poses, observed)
+    assert codes.shape == (1, 12, 1)
+    recon, _ = model(poses, observed)
+    assert torch.allclose(model.decode(codes), recon, atol=1e-5)
+
+
+def test_wandb_offline_run_id_is_kept_across_resume(dataset, tmp_path):
+    output = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    config = write_config(tmp_path / "c.yaml", max_steps=4, checkpoint_every=2,
+                          wandb={"mode": "offline", "project": "test"})
+    first = subprocess.run(train_command(config, dataset, output), capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_id = (output / "wandb_run_id").read_text().strip()
+    config = write_config(tmp_path / "c.yaml", max_steps=4, checkpoint_every=2,
+                          wandb={"mode": "offline", "project": "test"})
+    (output / "model.ckpt").unlink()
+    second = subprocess.run(train_command(config, dataset, output), capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert (output / "wandb_run_id").read_text().strip() == run_id
+    runs = list((output / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) >= 1
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda d: (d["archive"].with_name("trunc.zip").write_bytes(d["archive"].read_bytes()[:5000]),
+                    {"archive": d["archive"].with_name("trunc.zip")})[1], "corrupt or truncated"),
+        (lambda d: (d["root"].joinpath("bad_stats.json").write_text(json.dumps(
+            {"count": [[1, 1, 1]] * 100, "sum": [[0, 0, 0]] * 100, "sumsq": [[0, 0, 0]] * 100})),
+                    {"stats": d["root"] / "bad_stats.json"})[1], "statistics for 100 points"),
+    ],
+    ids=["truncated-archive", "stats-point-count"],
+)
+def test_bad_inputs_fail_clearly_and_keep_the_model(dataset, tmp_path, caplog, mutate, expected):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "model.ckpt").write_bytes(b"previous model")
+    inputs = {**dataset, **mutate(dataset)}
+    config = write_config(tmp_path / "c.yaml")
+    code = main(["train", "--config", str(config), "--archive", str(inputs["archive"]),
+                 "--stats", str(inputs["stats"]), "--output", str(output)])
+    assert code == 2
+    message = caplog.text
+    assert expected in message
+    assert str(inputs["archive"] if "archive" in expected or "truncated" in expected else inputs["stats"]) in message
+    assert (output / "model.ckpt").read_bytes() == b"previous model"
+
+
+@pytest.mark.parametrize(
+    "train, expected",
+    [({"max_stepz": 3}, "unknown config key train.max_stepz"), ({"lr": "fast"}, "train.lr = 'fast'")],
+)
+def test_bad_config_names_the_key(dataset, tmp_path, caplog, train, expected):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"train": train}))
+    code = main(["train", "--config", str(config), "--archive", str(dataset["archive"]),
+                 "--stats", str(dataset["stats"]), "--output", str(tmp_path / "run")])
+    assert code == 2
+    message = caplog.text
+    assert expected in message and str(config) in message
+    assert not (tmp_path / "run").exists()
