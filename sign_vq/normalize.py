@@ -65,8 +65,7 @@ def normalize_shard(
                 log.warning("skipped: %s", error)
                 bad.append({"file": str(path), "reason": str(error)})
                 continue
-            masked = pose.masked()
-            stats.add(masked)
+            stats.add_values(pose.data, pose.mask)
             writer.add(pose_id(path, root), pose.data, pose.mask, pose.info())
             frames += pose.frames
             outliers += pose.outliers

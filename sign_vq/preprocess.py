@@ -108,21 +108,43 @@ def _point_indices(signature: tuple) -> np.ndarray | str:
     return np.asarray(indices, dtype=np.intp)
 
 
+_HEADER_CACHE: dict[bytes, tuple[PoseHeader, int]] = {}  # header bytes -> (header, length); oldest first
+_HEADER_CACHE_SIZE = 64
+
+
+def read_header(buffer: bytes) -> tuple[PoseHeader, int]:
+    """The header of a `.pose` buffer and its length in bytes, cached by the header's exact bytes.
+
+    Parsing is deterministic, so a buffer that starts with the bytes of a header parsed before has that header.
+    Safe to call from several threads (the cache is only read from a snapshot, and dict updates are atomic).
+    """
+    for raw, cached in tuple(_HEADER_CACHE.items()):
+        if buffer.startswith(raw):
+            return cached
+    reader = BufferReader(buffer)
+    header = PoseHeader.read(reader)
+    length = reader.read_offset
+    _HEADER_CACHE[bytes(buffer[:length])] = (header, length)
+    while len(_HEADER_CACHE) > _HEADER_CACHE_SIZE:
+        _HEADER_CACHE.pop(next(iter(_HEADER_CACHE)), None)
+    return header, length
+
+
 def read_raw(buffer: bytes, name: str) -> tuple[PoseHeader, float, np.ndarray, np.ndarray]:
     """Parse a `.pose` buffer: header, fps, data (frames x points x dims, float32) and confidence of person 0."""
     if len(buffer) == 0:
         raise BadPoseError(f"{name}: empty file (0 bytes); expected a .pose file — re-export or re-download it")
+    buffer = bytes(buffer)
     try:
-        reader = BufferReader(buffer)
-        header = PoseHeader.read(reader)
+        header, offset = read_header(buffer)
         points = sum(len(c.points) for c in header.components)
         dims = max((len(c.format) - 1 for c in header.components), default=0)
         if header.version >= 0.2 - 1e-6:
-            fps, frames = struct.unpack_from("<fI", buffer, reader.read_offset)
-            offset = reader.read_offset + 8
+            fps, frames = struct.unpack_from("<fI", buffer, offset)
+            offset += 8
         else:
-            fps, frames = struct.unpack_from("<HH", buffer, reader.read_offset)
-            offset = reader.read_offset + 4
+            fps, frames = struct.unpack_from("<HH", buffer, offset)
+            offset += 4
         (people,) = struct.unpack_from("<H", buffer, offset)
         offset += 2
     except BadPoseError:
@@ -172,19 +194,29 @@ def correct_wrists(data: np.ndarray, mask: np.ndarray) -> None:
 
 def shoulder_frame(data: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     """The mean shoulder midpoint (x,y,z) and mean 2-D shoulder width over frames where both shoulders are seen."""
-    both = ~mask[:, skeleton.LEFT_SHOULDER] & ~mask[:, skeleton.RIGHT_SHOULDER]
-    if not both.any():
+    both = ~(mask[:, skeleton.LEFT_SHOULDER] | mask[:, skeleton.RIGHT_SHOULDER])
+    frames = int(np.count_nonzero(both))
+    if not frames:
         raise BadPoseError(
             f"{name}: no body: the shoulders are never detected in {len(mask)} frames; "
             "expected a signer whose shoulders are visible (needed for normalization)"
         )
-    left = data[both, skeleton.LEFT_SHOULDER].astype(np.float64)
-    right = data[both, skeleton.RIGHT_SHOULDER].astype(np.float64)
-    center = ((left + right) / 2).mean(axis=0)
-    scale = float(np.linalg.norm((left - right)[:, :2], axis=-1).mean())
+    shoulders = data[:, [skeleton.LEFT_SHOULDER, skeleton.RIGHT_SHOULDER]][both].astype(np.float64)  # n x 2 x 3
+    center = shoulders.sum(axis=(0, 1)) / (2 * frames)
+    across = shoulders[:, 0, :2] - shoulders[:, 1, :2]
+    scale = float(np.sqrt(np.einsum("ij,ij->i", across, across)).sum() / frames)
     if not scale > 0:
         raise BadPoseError(f"{name}: shoulder width is 0; expected two distinct shoulder points")
     return center, scale
+
+
+def _indices_for(header: PoseHeader) -> np.ndarray | str:
+    """:func:`_point_indices` of a header, remembered on the (cached, shared) header object."""
+    indices = getattr(header, "_sign_vq_indices", None)
+    if indices is None:
+        indices = _point_indices(_header_signature(header))
+        header._sign_vq_indices = indices
+    return indices
 
 
 def preprocess_bytes(
@@ -196,27 +228,41 @@ def preprocess_bytes(
 ) -> NormalizedPose:
     """Validate, reduce, correct and normalize one `.pose` buffer (see the module docstring)."""
     header, fps, raw, confidence = read_raw(buffer, name)
-    indices = _point_indices(_header_signature(header))
+    indices = _indices_for(header)
     if isinstance(indices, str):
         raise BadPoseError(f"{name}: not MediaPipe Holistic: {indices}; found {_describe(header)}; {_EXPECTED}")
-    data = raw[:, indices].astype(np.float32)
-    mask = confidence[:, indices] == 0
-    finite = np.isfinite(data).all(axis=-1) | mask
-    if not finite.all():
-        frames = np.unique(np.nonzero(~finite)[0])
-        raise BadPoseError(
-            f"{name}: {int((~finite).sum())} point(s) with NaN/inf coordinates in {len(frames)} frame(s) "
-            f"(first: frame {int(frames[0])}); expected finite values — re-run pose estimation on this video"
-        )
+    data = np.take(raw, indices, axis=1)  # a float32 copy of the 178 points
+    mask = np.take(confidence, indices, axis=1) == 0
+    all_finite = bool(np.isfinite(data.sum(dtype=np.float64)))  # float64 cannot overflow on float32 values
+    if not all_finite:
+        finite = np.isfinite(data).all(axis=-1) | mask
+        if not finite.all():
+            frames = np.unique(np.nonzero(~finite)[0])
+            raise BadPoseError(
+                f"{name}: {int((~finite).sum())} point(s) with NaN/inf coordinates in {len(frames)} frame(s) "
+                f"(first: frame {int(frames[0])}); expected finite values — re-run pose estimation on this video"
+            )
     if not np.isfinite(fps) or fps <= 0:
         raise BadPoseError(f"{name}: invalid fps {fps}; expected a positive frame rate")
     if fix_wrists:
         correct_wrists(data, mask)
     center, scale = shoulder_frame(data, mask, name)
-    normalized = (data - center) / scale
-    outlier = ~mask & (np.abs(normalized) > outlier_limit).any(axis=-1)
-    mask |= outlier
-    normalized[mask] = 0
+    # In place, in float32 (24-bit mantissa, far finer than the 11 bits of the float16 result), on the
+    # frames x (178*3) view so that numpy runs contiguous loops rather than broadcasts over a last axis of 3.
+    normalized = data
+    flat = normalized.reshape(len(normalized), -1)
+    flat -= np.tile(center.astype(np.float32), skeleton.NUM_POINTS)
+    flat *= np.float32(1.0 / scale)
+    if all_finite:
+        flat *= np.repeat(~mask, skeleton.DIMS, axis=1)  # missing points are 0
+    else:
+        normalized[mask] = 0  # missing points may hold NaN/inf, which a product would keep
+    outliers = 0
+    if flat.max() > outlier_limit or flat.min() < -outlier_limit:
+        outlier = (np.abs(normalized) > outlier_limit).any(axis=-1)  # masked points are 0, never outliers
+        outliers = int(outlier.sum())
+        mask |= outlier
+        normalized[outlier] = 0
     return NormalizedPose(
         data=normalized.astype(np.float16),
         mask=mask,
@@ -225,7 +271,7 @@ def preprocess_bytes(
         scale=scale,
         width=int(header.dimensions.width),
         height=int(header.dimensions.height),
-        outliers=int(outlier.sum()),
+        outliers=outliers,
     )
 
 

@@ -41,6 +41,18 @@ class PointStats:
         self.sum += values.sum(axis=0)
         self.sumsq += np.square(values).sum(axis=0)
 
+    def add_values(self, data: np.ndarray, mask: np.ndarray) -> None:
+        """Accumulate one pose given as values (frames x 178 x 3) and a per-point mask (frames x 178, True = missing).
+
+        The same sums as :meth:`add` on the equivalent masked array, without the masked-array overhead.
+        """
+        values = data.astype(np.float64)
+        values[mask] = 0.0
+        self.count += (~mask).sum(axis=0, dtype=np.int64)[:, None]
+        self.sum += values.sum(axis=0)
+        values *= values
+        self.sumsq += values.sum(axis=0)
+
     def merge(self, other: "PointStats") -> "PointStats":
         return PointStats(self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq)
 
