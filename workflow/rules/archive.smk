@@ -1,0 +1,22 @@
+# The training archive: every shard joined into one pose zip with a hash-based train/validation split.
+
+
+rule archive:
+    input:
+        get_shard_zips,
+    output:
+        f"{RESULTS}/archive.zip",
+    log:
+        f"{RESULTS}/logs/archive.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/archive.tsv"
+    conda:
+        "../envs/sign-vq.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 120 * attempt,
+    params:
+        val_fraction=config["archive"]["val_fraction"],
+    shell:
+        "sign-vq archive --output {output} --val-fraction {params.val_fraction} {input} > {log} 2>&1"

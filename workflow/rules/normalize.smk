@@ -1,0 +1,49 @@
+# One job per shard: preprocess the shard's pose files into a pose zip with per-point statistics, then merge them.
+
+
+rule normalize:
+    input:
+        unpack(get_normalize_input),
+    output:
+        shard=f"{RESULTS}/shards/shard-{{shard}}.zip",
+        report=f"{RESULTS}/shards/shard-{{shard}}.zip.report.json",
+    log:
+        f"{RESULTS}/logs/normalize/shard-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/normalize/shard-{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../envs/sign-vq.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+    params:
+        root=INPUT_ROOT,
+        max_bad_fraction=config["normalize"]["max_bad_fraction"],
+        outlier_limit=config["normalize"]["outlier_limit"],
+        wrists="" if config["normalize"]["correct_wrists"] else "--no-wrist-correction",
+    shell:
+        "sign-vq normalize --output {output.shard} --files-from {input.files_from} --root {params.root}"
+        " --max-bad-fraction {params.max_bad_fraction} --outlier-limit {params.outlier_limit}"
+        " {params.wrists} > {log} 2>&1"
+
+
+rule stats:
+    input:
+        get_shard_zips,
+    output:
+        f"{RESULTS}/stats.json",
+    log:
+        f"{RESULTS}/logs/stats.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats.tsv"
+    conda:
+        "../envs/sign-vq.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    shell:
+        "sign-vq stats --output {output} {input} > {log} 2>&1"
