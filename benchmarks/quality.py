@@ -1,0 +1,113 @@
+"""Quality benchmark (`make bench-quality`): train on 12 fingerspelling languages, reconstruct 3 unseen ones.
+
+Prints per-part error (shoulder widths, original coordinates / shoulder width) against the trivial reference
+(every frame = the pose's own mean), codebook utilization, bits per frame and the training wall time.
+Target: every part <= 0.5x the reference at <= 10 bits per frame after <= 10 minutes on 2 CPU cores,
+with >= 90 % of the codebook used.
+
+    python -m benchmarks.quality [--steps N] [--held-out asq,bzs,cse] [--data ../shared/data/poses]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sign_vq import skeleton
+from sign_vq.archive import build_archive
+from sign_vq.config import validate
+from sign_vq.data import Windows, collate
+from sign_vq.metrics import ReconstructionMetrics
+from sign_vq.model import load_model
+from sign_vq.normalize import normalize_shard
+from sign_vq.posezip import PoseZip
+from sign_vq.stats import merge_shards, write_stats
+from sign_vq.train import train
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "poses"
+HELD_OUT = ("gss", "psr", "tsm")  # three unseen languages (one includes the far-away-hand recordings)
+TRAIN = {
+    "max_steps": 2500,
+    "batch_size": 16,
+    "max_frames": 64,
+    "lr": 0.002,
+    "warmup_steps": 100,
+    "checkpoint_every": 1000,
+    "val_every": 500,
+    "model": {"d_model": 128, "heads": 4, "encoder_layers": 3, "decoder_layers": 3, "levels": [8, 5, 5, 5]},
+    "wandb": {"mode": "disabled"},
+}
+
+
+def evaluate(model_dir: Path, archive: Path, max_frames: int) -> dict:
+    """Metrics of the model on every pose of ``archive`` (windows of ``max_frames``)."""
+    model = load_model(model_dir)
+    zipped = PoseZip(archive)
+    metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame)  # codebooks share FSQ's implicit codes
+    loader = torch.utils.data.DataLoader(Windows(zipped, zipped.entries, max_frames), batch_size=16, collate_fn=collate)
+    with torch.no_grad():
+        for batch in loader:
+            observed = batch["observed"] & ~batch["padding"][..., None]
+            recon, codes = model(batch["poses"], observed, batch["padding"])
+            metrics.update(recon, batch["poses"], observed, codes, batch["padding"])
+    return metrics.compute()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--held-out", default=",".join(HELD_OUT))
+    parser.add_argument("--steps", type=int, default=TRAIN["max_steps"])
+    parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    held_out = set(args.held_out.split(","))
+    root = args.data / "fingerspelling"
+    languages = sorted(p.name for p in root.iterdir() if p.is_dir())
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    seen = [f for lang in languages if lang not in held_out for f in sorted((root / lang).glob("*.pose"))]
+    unseen = [f for lang in languages if lang in held_out for f in sorted((root / lang).glob("*.pose"))]
+    normalize_shard(seen, work / "seen.zip", root=root)
+    normalize_shard(unseen, work / "unseen.zip", root=root)
+    write_stats(merge_shards([work / "seen.zip"]), work / "stats.json")
+    build_archive([work / "seen.zip"], work / "train.zip", val_fraction=0.05)
+    build_archive([work / "unseen.zip"], work / "test.zip", val_fraction=1.0)
+
+    config = validate({"train": {**TRAIN, "max_steps": args.steps}})
+    start = time.perf_counter()
+    status = train(config, work / "train.zip", work / "stats.json", work / "model")
+    minutes = (time.perf_counter() - start) / 60
+    if status != 0:
+        raise SystemExit(f"training stopped early (status {status})")
+    result = evaluate(work / "model", work / "test.zip", config["train"]["max_frames"])
+    result.update(train_minutes=minutes, steps=args.steps, threads=torch.get_num_threads(),
+                  languages_train=len(languages) - len(held_out), languages_test=sorted(held_out),
+                  poses_train=len(seen), poses_test=len(unseen))
+
+    print(f"\nquality: trained {args.steps} steps in {minutes:.1f} min on {torch.get_num_threads()} threads; "
+          f"test = {', '.join(sorted(held_out))} ({len(unseen)} poses, never seen)")
+    print(f"{'part':<12}{'model':>10}{'reference':>12}{'ratio':>8}  (mean L2 error, shoulder widths)")
+    for name in skeleton.PARTS:
+        print(f"{name:<12}{result[f'error_{name}']:>10.4f}{result[f'reference_{name}']:>12.4f}"
+              f"{result[f'ratio_{name}']:>8.2f}")
+    print(f"bits/frame {result['bits_per_frame']:.2f}  compression {result['compression_ratio']:.0f}x  "
+          f"codebook used {result['codebook_utilization']:.1%}  perplexity {result['perplexity']:.0f}")
+    ok = all(result[f"ratio_{n}"] <= 0.5 for n in skeleton.PARTS) and result["bits_per_frame"] <= 10
+    ok = ok and minutes <= 10 and result["codebook_utilization"] >= 0.9
+    print(f"target (every ratio <= 0.5, <= 10 bits, <= 10 min, >= 90 % codes): {'MET' if ok else 'NOT MET'}")
+    (work / "quality.json").write_text(json.dumps(result, indent=1))
+    print(f"details: {work / 'quality.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
