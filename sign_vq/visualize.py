@@ -1,0 +1,111 @@
+"""Side-by-side videos (original left, reconstruction right) drawn with pose-format's ``PoseVisualizer``.
+
+The only module that imports OpenCV and imageio. Videos play at the pose's own fps (a float, never assumed 25/30).
+MP4 is written by OpenCV with the ``mp4v`` (MPEG-4 Part 2) codec — the one every OpenCV wheel can encode — and GIFs
+by imageio (Pillow), at a smaller size for reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+from pose_format import Pose
+from pose_format.pose_visualizer import PoseVisualizer
+
+from sign_vq.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+MAX_PANEL_HEIGHT = 480  # pixels: panels of larger frames are scaled down
+GIF_HEIGHT = 240  # pixels: GIF height (report thumbnails)
+LABELS = ("original", "reconstruction")
+
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def scaled(pose: Pose, width: int, height: int, factor: float) -> Pose:
+    """A copy of ``pose`` with x, y (and z) multiplied by ``factor`` in a ``width`` x ``height`` frame."""
+    from pose_format.numpy import NumPyPoseBody
+    from pose_format.pose_header import PoseHeader, PoseHeaderDimensions
+
+    data = np.ma.MaskedArray(np.asarray(pose.body.data.data, dtype=np.float32) * factor, mask=pose.body.data.mask)
+    body = NumPyPoseBody(pose.body.fps, data, np.asarray(pose.body.confidence, dtype=np.float32))
+    header = PoseHeader(pose.header.version, PoseHeaderDimensions(width, height, 1), pose.header.components)
+    return Pose(header, body)
+
+
+def panel_size(width: int, height: int, max_height: int = MAX_PANEL_HEIGHT) -> tuple[int, int, float]:
+    """Even panel width and height for a ``width`` x ``height`` frame, and the scale factor from it."""
+    factor = min(1.0, max_height / max(height, 1))
+    return _even(width * factor), _even(height * factor), factor
+
+
+def side_by_side(original: Pose, reconstruction: Pose, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """BGR frames: ``original`` (left) and ``reconstruction`` (right), both in the original's frame size."""
+    width, height = original.header.dimensions.width, original.header.dimensions.height
+    panel_w, panel_h, factor = panel_size(width, height)
+    left = PoseVisualizer(scaled(original, panel_w, panel_h, factor))
+    right = PoseVisualizer(scaled(reconstruction, panel_w, panel_h, factor))
+    font_scale = max(panel_h / 600, 0.35)
+    for a, b in zip(left.draw(max_frames=max_frames), right.draw(max_frames=max_frames)):
+        for image, label in zip((a, b), LABELS):
+            cv2.putText(image, label, (8, int(24 * font_scale / 0.6)), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (60, 60, 60), 1, cv2.LINE_AA)
+        frame = np.concatenate([a, np.full((panel_h, 2, 3), 128, np.uint8), b], axis=1)
+        yield frame
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """Write BGR ``frames`` to ``path`` (mp4v) at ``fps``, atomically."""
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    height, width = frames[0].shape[:2]
+    with atomic_path(path) as tmp:
+        target = tmp.with_name(tmp.name + ".mp4")  # OpenCV picks the container from the extension
+        try:
+            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+            if not writer.isOpened():
+                raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
+            for frame in frames:
+                writer.write(frame)
+            writer.release()
+            os.replace(target, tmp)
+        finally:
+            target.unlink(missing_ok=True)
+
+
+def write_gif(path: Path, frames: list[np.ndarray], fps: float, height: int = GIF_HEIGHT) -> None:
+    """Write BGR ``frames`` to ``path`` as a looping GIF at ``fps`` (scaled to ``height``), atomically."""
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    h, w = frames[0].shape[:2]
+    factor = min(1.0, height / h)
+    size = (_even(w * factor), _even(h * factor))
+    rgb = [cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB) for f in frames]
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.stack(rgb), extension=".gif", duration=1000.0 / fps, loop=0)
+
+
+def render_comparison(
+    original: Pose,
+    reconstruction: Pose,
+    mp4: Path,
+    gif: Path | None = None,
+    max_frames: int | None = None,
+) -> int:
+    """Draw ``original`` next to ``reconstruction`` into ``mp4`` (and ``gif``); returns the number of frames."""
+    fps = float(original.body.fps)
+    frames = list(side_by_side(original, reconstruction, max_frames))
+    write_mp4(mp4, frames, fps)
+    if gif is not None:
+        write_gif(gif, frames, fps)
+    log.debug("%s: %d frames at %.3f fps", mp4, len(frames), fps)
+    return len(frames)

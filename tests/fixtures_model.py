@@ -1,0 +1,85 @@
+"""Shared model fixtures for the inference and render tests (import the fixtures into a test module to use them).
+
+``trained`` trains one small model on the bundled examples (all poses in the train split) once per test session,
+whichever module asks first; ``make_checkpoint`` writes untrained checkpoints of any shape in milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from sign_vq.cli import main
+from sign_vq.config import validate
+from sign_vq.model import PoseFSQAutoencoder, model_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "poses"
+MAX_FRAMES = 48  # shorter than the longest example (73 frames), so inference runs in several windows
+# Small and fast on 2 CPU cores, with enough bits per frame (4 x 10) and steps to beat the trivial reference on every
+# part of its training data; the face barely moves in these clips, so its part weight is raised.
+TRAIN_YAML = f"""\
+train:
+  max_steps: 400
+  val_every: 400
+  checkpoint_every: 400
+  batch_size: 8
+  max_frames: {MAX_FRAMES}
+  lr: 0.003
+  warmup_steps: 20
+  model: {{d_model: 64, num_codebooks: 4}}
+  loss: {{part_weights: {{body: 3, face: 30}}}}
+  wandb: {{mode: disabled}}
+"""
+
+
+@dataclass
+class Trained:
+    model: Path  # training output folder (model.ckpt inside)
+    archive: Path  # every example pose, split `train`
+    shard: Path
+    stats: Path
+    files: list[Path]  # the example .pose files it was trained on
+    seconds: float
+
+
+_CACHE: dict[str, Trained] = {}
+
+
+def train_examples(folder: Path) -> Trained:
+    """normalize + stats + archive (no validation split) + train on the examples, into ``folder``."""
+    files = sorted(EXAMPLES.rglob("*.pose"))
+    shard, stats, archive = folder / "shard.zip", folder / "stats.json", folder / "archive.zip"
+    config = folder / "config.yaml"
+    config.write_text(TRAIN_YAML)
+    start = time.perf_counter()
+    assert main(["normalize", "--output", str(shard), "--root", str(EXAMPLES), *map(str, files)]) == 0
+    assert main(["stats", "--output", str(stats), str(shard)]) == 0
+    assert main(["archive", "--val-fraction", "0", "--output", str(archive), str(shard)]) == 0
+    code = main(["train", "--config", str(config), "--archive", str(archive), "--stats", str(stats),
+                 "--output", str(folder / "model")])
+    assert code == 0
+    return Trained(folder / "model", archive, shard, stats, files, time.perf_counter() - start)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    """The small model trained on the examples (once per session, shared by every module importing it)."""
+    if "examples" not in _CACHE:
+        _CACHE["examples"] = train_examples(tmp_path_factory.mktemp("trained"))
+    return _CACHE["examples"]
+
+
+def make_checkpoint(path: Path, seed: int = 0, max_frames: int = 16, **model: object) -> Path:
+    """An untrained checkpoint in the layout `sign-vq train` writes (``model`` overrides the model section)."""
+    config = validate({"train": {"max_frames": max_frames, "model": {"d_model": 32, "heads": 2, **model}}})["train"]
+    torch.manual_seed(seed)
+    net = PoseFSQAutoencoder(**model_kwargs(config))
+    state = {f"model.{k}": v for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": {"config": config}, "state_dict": state}, path)
+    return path
