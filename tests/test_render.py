@@ -1,0 +1,142 @@
+"""`sign-vq render` and the training RenderCallback, on the small model trained on the examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from fixtures_model import EXAMPLES, trained  # noqa: F401 (fixture)
+from sign_vq import skeleton
+from sign_vq.cli import main
+from sign_vq.model import load_model
+from sign_vq.posezip import PoseZip
+from sign_vq.render import RenderCallback, safe_id
+
+FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps
+
+
+@pytest.fixture(scope="module")
+def val_archive(trained, tmp_path_factory) -> Path:
+    """The examples with a validation split (hash of the id, 30 %)."""
+    path = tmp_path_factory.mktemp("val") / "archive.zip"
+    assert main(["archive", "--val-fraction", "0.3", "--output", str(path), str(trained.shard)]) == 0
+    return path
+
+
+def video_frames(path: Path) -> tuple[int, float, int, int]:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        assert capture.isOpened(), path
+        count = 0
+        while capture.read()[0]:
+            count += 1
+        return count, capture.get(cv2.CAP_PROP_FPS), int(capture.get(3)), int(capture.get(4))
+    finally:
+        capture.release()
+
+
+def test_render_writes_videos_metrics_and_plot(trained, val_archive, tmp_path):
+    out = tmp_path / "render"
+    code = main(["render", "--model", str(trained.model), "--archive", str(val_archive), "--output", str(out),
+                 "--num-poses", "2", "--max-frames", "30"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.png", "videos"]
+    val = [e for e in PoseZip(val_archive).entries if e["split"] == "val"]
+    assert len(val) >= 2
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["split"] == "val" and report["poses"] == len(val)
+    metrics = report["metrics"]
+    for part in skeleton.PARTS:
+        for key in ("error", "reference", "ratio"):
+            assert f"{key}_{part}" in metrics
+    assert metrics["frames"] == sum(e["frames"] for e in val)
+    for key in ("mse", "reference_mse", "jitter", "codebook_utilization", "perplexity", "bits_per_frame",
+                "compression_ratio"):
+        assert key in metrics
+    assert 0 < metrics["codebook_utilization"] <= 1
+    table = {row["metric"]: row for row in report["table"]}
+    assert {"error_body", "error_face", "error_left_hand", "error_right_hand", "mse", "bits_per_frame"} <= set(table)
+    for row in report["table"]:
+        assert set(row) == {"metric", "model", "reference", "ratio"}
+    assert table["bits_per_frame"]["reference"] == skeleton.NUM_POINTS * 3 * 16
+    assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    videos = sorted((out / "videos").iterdir())
+    assert [p.suffix for p in videos] == [".gif", ".mp4", ".gif", ".mp4"]
+    for video, entry in zip(report["videos"], val[:2]):
+        assert video["id"] == entry["id"]
+        frames, fps, width, height = video_frames(out / video["mp4"])
+        assert frames == min(entry["frames"], 30) == video["frames"]
+        assert fps == pytest.approx(entry["fps"], rel=1e-3)
+        assert width % 2 == 0 and height % 2 == 0 and width > height  # two panels side by side
+        gif = iio.imread(out / video["gif"], index=None)
+        assert gif.shape[0] == frames and gif.shape[-1] in (3, 4)
+        assert (out / video["mp4"]).name == f"{safe_id(entry['id'])}.mp4"
+
+
+def test_render_without_gif_falls_back_to_train_and_replaces_old_videos(trained, tmp_path):
+    out = tmp_path / "render"
+    args = ["render", "--model", str(trained.model), "--archive", str(trained.archive), "--output", str(out)]
+    assert main([*args, "--num-poses", "3", "--max-frames", "5"]) == 0
+    assert len(list((out / "videos").glob("*.gif"))) == 3
+    assert main([*args, "--num-poses", "1", "--max-frames", "5", "--no-gif"]) == 0
+    assert [p.suffix for p in (out / "videos").iterdir()] == [".mp4"]  # the earlier videos are gone
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.png", "videos"]
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["split"] == "train" and report["poses"] == len(trained.files)
+
+
+def test_render_plays_at_the_poses_own_fps(trained, data_dir, tmp_path):
+    """A 29.89-fps file renders at 29.89 fps, not 25 or 30."""
+    source = data_dir / FPS_29
+    shard, archive = tmp_path / "shard.zip", tmp_path / "archive.zip"
+    assert main(["normalize", "--output", str(shard), "--root", str(data_dir), str(source)]) == 0
+    assert main(["archive", "--val-fraction", "1", "--output", str(archive), str(shard)]) == 0
+    out = tmp_path / "render"
+    assert main(["render", "--model", str(trained.model), "--archive", str(archive), "--output", str(out),
+                 "--max-frames", "20"]) == 0
+    (mp4,) = (out / "videos").glob("*.mp4")
+    frames, fps, _, _ = video_frames(mp4)
+    assert frames == 20
+    assert fps == pytest.approx(29.89, abs=0.01)
+    assert json.loads((out / "metrics.json").read_text())["videos"][0]["fps"] == pytest.approx(29.89, abs=0.01)
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.calls: list[tuple[dict, int]] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.calls.append((metrics, step))
+
+
+def test_render_callback_runs_every_n_steps_on_rank_zero_only(trained, val_archive, tmp_path):
+    callback = RenderCallback(val_archive, tmp_path / "renders", every_n_steps=5, num_poses=1, max_frames=4)
+    logger = RecordingLogger()
+    module = SimpleNamespace(model=load_model(trained.model).train())
+    for step in (0, 3, 4):
+        callback.on_train_batch_end(SimpleNamespace(global_step=step, is_global_zero=True, loggers=[logger]), module)
+    assert not logger.calls and not (tmp_path / "renders").exists()
+    callback.on_train_batch_end(SimpleNamespace(global_step=5, is_global_zero=False, loggers=[logger]), module)
+    assert not logger.calls  # other ranks never render
+    callback.on_train_batch_end(SimpleNamespace(global_step=10, is_global_zero=True, loggers=[logger]), module)
+    (metrics, step), = logger.calls
+    assert step == 10 and "render/error_body" in metrics and "render/ratio_face" in metrics
+    folder = tmp_path / "renders" / "step-0000010"
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "metrics.png", "videos"]
+    assert len(list((folder / "videos").glob("*.mp4"))) == 1
+    assert module.model.training  # the model is back in training mode
+    callback.on_train_batch_end(SimpleNamespace(global_step=10, is_global_zero=True, loggers=[logger]), module)
+    assert len(logger.calls) == 1  # the same step (gradient accumulation) renders once
+
+
+def test_safe_id():
+    assert safe_id("fingerspelling/asq/fs-sts1") == "fingerspelling_asq_fs-sts1"
+    assert safe_id("a b/../c") == "a_b_.._c"
+    assert safe_id("..") == "pose"
