@@ -284,12 +284,18 @@ def collect_inputs(inputs: list[Path], suffix: str) -> list[tuple[Path, Path]]:
 
 
 def _model(args: argparse.Namespace) -> PoseFSQAutoencoder:
+    return load_on(args.model, args.device)
+
+
+def load_on(model: Path, device: str = "cpu") -> PoseFSQAutoencoder:
+    """:func:`load_model` onto ``device`` (e.g. ``cpu``, ``cuda``, ``cuda:1``), with a clear error if it is absent."""
     try:
-        device = torch.device(args.device)
+        target = torch.device(device)
     except RuntimeError as error:
-        raise UserError(f"--device {args.device}: {error}") from None
-    model = load_model(args.model, map_location=device)
-    return model.to(device)
+        raise UserError(f"--device {device}: {error}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return load_model(model, map_location=target).to(target)
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:

@@ -30,7 +30,7 @@ from sign_vq import inference, skeleton
 from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_open, atomic_path
 from sign_vq.metrics import ReconstructionMetrics, metrics_table
-from sign_vq.model import PoseFSQAutoencoder, load_model
+from sign_vq.model import PoseFSQAutoencoder
 from sign_vq.posezip import PoseZip
 
 HELP = "render validation videos (original | reconstruction) and reconstruction metrics"
@@ -285,7 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.num_poses < 0 or args.max_frames < 1:
         raise UserError("--num-poses must be >= 0 and --max-frames >= 1")
-    model = load_model(args.model, map_location=args.device).to(args.device)
+    model = inference.load_on(args.model, args.device)
     render(
         model, PoseZip(args.archive), args.output,
         num_poses=args.num_poses, max_frames=args.max_frames, gif=not args.no_gif, metric_poses=args.metric_poses,

@@ -1,7 +1,8 @@
 """Side-by-side videos (original left, reconstruction right) drawn with pose-format's ``PoseVisualizer``.
 
 The only module that imports OpenCV and imageio. Videos play at the pose's own fps (a float, never assumed 25/30).
-MP4 is written by OpenCV with the ``mp4v`` (MPEG-4 Part 2) codec — the one every OpenCV wheel can encode — and GIFs
+MP4 is H.264 (yuv420p, plays in browsers, W&B and the Snakemake report) when ``imageio-ffmpeg`` is installed, else
+OpenCV's ``mp4v`` (MPEG-4 Part 2: every OpenCV wheel can encode it, but browsers may not play it). GIFs are written
 by imageio (Pillow), at a smaller size for reports.
 """
 
@@ -63,23 +64,49 @@ def side_by_side(original: Pose, reconstruction: Pose, max_frames: int | None = 
         yield frame
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """Write BGR ``frames`` to ``path`` (mp4v) at ``fps``, atomically."""
+def _write_h264(target: Path, frames: list[np.ndarray], fps: float) -> bool:
+    """H.264 through imageio-ffmpeg's ffmpeg; False when imageio-ffmpeg is not installed."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return False
+    height, width = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(
+        str(target), (width, height), pix_fmt_in="bgr24", pix_fmt_out="yuv420p", fps=float(fps), codec="libx264",
+        quality=None, macro_block_size=2, ffmpeg_log_level="error", output_params=["-crf", "23"],
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return True
+
+
+def _write_mp4v(target: Path, frames: list[np.ndarray], fps: float) -> None:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"{target}: OpenCV cannot write mp4v video")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> str:
+    """Write BGR ``frames`` to ``path`` at ``fps``, atomically; returns the codec (``h264`` or ``mp4v``)."""
     if not frames:
         raise ValueError(f"{path}: no frames to write")
-    height, width = frames[0].shape[:2]
     with atomic_path(path) as tmp:
-        target = tmp.with_name(tmp.name + ".mp4")  # OpenCV picks the container from the extension
+        target = tmp.with_name(tmp.name + ".mp4")  # encoders pick the container from the extension
         try:
-            writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-            if not writer.isOpened():
-                raise RuntimeError(f"{path}: OpenCV cannot write mp4v video")
-            for frame in frames:
-                writer.write(frame)
-            writer.release()
+            codec = "h264"
+            if not _write_h264(target, frames, fps):
+                codec = "mp4v"
+                _write_mp4v(target, frames, fps)
             os.replace(target, tmp)
         finally:
             target.unlink(missing_ok=True)
+    return codec
 
 
 def write_gif(path: Path, frames: list[np.ndarray], fps: float, height: int = GIF_HEIGHT) -> None:
@@ -104,8 +131,8 @@ def render_comparison(
     """Draw ``original`` next to ``reconstruction`` into ``mp4`` (and ``gif``); returns the number of frames."""
     fps = float(original.body.fps)
     frames = list(side_by_side(original, reconstruction, max_frames))
-    write_mp4(mp4, frames, fps)
+    codec = write_mp4(mp4, frames, fps)
     if gif is not None:
         write_gif(gif, frames, fps)
-    log.debug("%s: %d frames at %.3f fps", mp4, len(frames), fps)
+    log.debug("%s: %d frames at %.3f fps (%s)", mp4, len(frames), fps, codec)
     return len(frames)

@@ -260,3 +260,11 @@ def test_colliding_output_names_are_refused(tmp_path):
     with pytest.raises(UserError, match="collides"):
         inference.collect_inputs([a, b], ".pose")
     assert [stem for _, stem in inference.collect_inputs([tmp_path], ".pose")] == [Path("a/x"), Path("b/x")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_missing_cuda_device_is_a_user_error(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt")
+    assert main(["encode", "--model", str(checkpoint), "--device", "cuda", "--output", str(tmp_path), str(LONG)]) == 2
+    with pytest.raises(UserError, match="--device nonsense"):
+        inference.load_on(checkpoint, "nonsense")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -140,3 +141,26 @@ def test_safe_id():
     assert safe_id("fingerspelling/asq/fs-sts1") == "fingerspelling_asq_fs-sts1"
     assert safe_id("a b/../c") == "a_b_.._c"
     assert safe_id("..") == "pose"
+
+
+def _frames(count: int = 7) -> list[np.ndarray]:
+    return [np.full((48, 64, 3), 30 * i, np.uint8) for i in range(count)]
+
+
+def test_mp4_falls_back_to_opencv_mp4v_without_imageio_ffmpeg(tmp_path, monkeypatch):
+    from sign_vq import visualize
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
+    assert visualize.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "mp4v"
+    frames, fps, width, height = video_frames(tmp_path / "a.mp4")
+    assert (frames, width, height) == (7, 64, 48) and fps == pytest.approx(29.89, abs=0.01)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]  # no temporary file left behind
+
+
+def test_mp4_is_h264_with_imageio_ffmpeg(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    from sign_vq import visualize
+
+    assert visualize.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "h264"
+    frames, fps, width, height = video_frames(tmp_path / "a.mp4")
+    assert (frames, width, height) == (7, 64, 48) and fps == pytest.approx(29.89, abs=0.01)
