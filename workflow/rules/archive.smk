@@ -11,7 +11,7 @@ rule archive:
     benchmark:
         f"{RESULTS}/benchmarks/archive.tsv"
     conda:
-        "../envs/sign-vq.yaml"
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,

@@ -14,7 +14,7 @@ rule normalize:
     wildcard_constraints:
         shard=r"\d+",
     conda:
-        "../envs/sign-vq.yaml"
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
@@ -40,7 +40,7 @@ rule stats:
     benchmark:
         f"{RESULTS}/benchmarks/stats.tsv"
     conda:
-        "../envs/sign-vq.yaml"
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 1000 * attempt,

@@ -27,7 +27,7 @@ rule render:
     benchmark:
         f"{RESULTS}/benchmarks/render.tsv"
     conda:
-        "../envs/sign-vq.yaml"
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,

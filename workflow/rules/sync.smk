@@ -12,7 +12,7 @@ checkpoint sync:
         f"{RESULTS}/benchmarks/sync.tsv"
     localrule: True
     conda:
-        "../envs/sign-vq.yaml"
+        "../../environment.yml"
     threads: config["input"]["threads"]
     resources:
         mem_mb=2000,

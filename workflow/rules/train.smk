@@ -27,7 +27,7 @@ rule train:
         f"{RESULTS}/benchmarks/train.tsv"
     retries: 3
     conda:
-        "../envs/sign-vq.yaml"
+        "../../environment.yml"
     threads: 2
     resources:
         **train_launch_resources(),
