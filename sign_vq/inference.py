@@ -127,7 +127,8 @@ def encode_array(model: PoseFSQAutoencoder, data: np.ndarray, mask: np.ndarray) 
     codes = []
     for chunk, length in _batches(len(values), _max_frames(model)):
         padding = _padding(chunk, length, device)
-        codes += _unstack(model.encode(_stack(values, chunk, length, device), _stack(observed, chunk, length, device), padding), chunk)
+        poses, seen = _stack(values, chunk, length, device), _stack(observed, chunk, length, device)
+        codes += _unstack(model.encode(poses, seen, padding), chunk)
     return np.concatenate(codes).astype(np.int64)
 
 
@@ -141,9 +142,8 @@ def check_codes(model: PoseFSQAutoencoder, codes: np.ndarray, name: str) -> np.n
             f"{name}: codes of shape {codes.shape}; this model expects frames x {model.num_codebooks} "
             f"(one row per frame, at least one frame)"
         )
-    if not (np.issubdtype(codes.dtype, np.integer) or codes.dtype == bool):
-        if not np.issubdtype(codes.dtype, np.floating) or not np.all(np.isfinite(codes)) or np.any(codes != np.round(codes)):
-            raise UserError(f"{name}: codes of dtype {codes.dtype}; expected integers")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise UserError(f"{name}: codes of dtype {codes.dtype}; expected integers (as `sign-vq encode` writes)")
     codes = codes.astype(np.int64)
     low, high = int(codes.min()), int(codes.max())
     if low < 0 or high >= model.codebook_size:
@@ -322,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
                 with atomic_open(args.output / stem.with_suffix(".npy"), "wb") as handle:
                     np.save(handle, codes.astype(dtype), allow_pickle=False)
             elif stage == "decode":
-                write_pose(decode_codes(model, load_codes(path), args.fps, str(path)), args.output / stem.with_suffix(".pose"))
+                pose = decode_codes(model, load_codes(path), args.fps, str(path))
+                write_pose(pose, args.output / stem.with_suffix(".pose"))
             elif stage == "reconstruct":
                 write_pose(reconstruct_file(model, path), args.output / stem.with_suffix(".pose"))
             else:

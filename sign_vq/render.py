@@ -2,10 +2,11 @@
 
 Writes exactly ``DIR/metrics.json``, ``DIR/metrics.png`` and ``DIR/videos/`` (``<safe id>.mp4`` and ``.gif`` per
 rendered pose: original left, reconstruction right, at the pose's own fps, in its original coordinates via the
-archive entry's ``center``/``scale``; the reconstruction is drawn at the points the original has). Metrics cover the whole validation split (``split == 'val'``; the train split
-when there is none), each pose reconstructed whole (in windows of the model's ``max_frames``) so the trivial
-reference is the pose's own mean; see :mod:`sign_vq.metrics` for the formulas. :class:`RenderCallback` runs the
-same during training every ``render_every`` steps on rank zero and logs to W&B when a ``WandbLogger`` is present.
+archive entry's ``center``/``scale``; the reconstruction is drawn at the points the original has). Metrics cover
+the whole validation split (``split == 'val'``; the train split when there is none), each pose reconstructed whole
+(in windows of the model's ``max_frames``) so the trivial reference is the pose's own mean; see
+:mod:`sign_vq.metrics` for the formulas. :class:`RenderCallback` runs the same during training every
+``render_every`` steps on rank zero and logs to W&B when a ``WandbLogger`` is present.
 """
 
 from __future__ import annotations
