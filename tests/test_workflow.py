@@ -281,3 +281,35 @@ def test_a_new_pose_file_reruns_only_its_shard_and_what_follows(finished_run):
     changed = sorted(name for name in after if after[name] != before[name])
     assert changed == [f"shard-{shard}.zip"]
     assert dry_run(finished_run) == []
+
+
+# --- the documented configuration --------------------------------------------------------------------------------
+
+
+def schema_leaves(node: dict, prefix: str = "") -> list[str]:
+    leaves = []
+    for key, child in node.get("properties", {}).items():
+        if child.get("type") == "object" and child.get("properties"):
+            leaves.extend(schema_leaves(child, f"{prefix}{key}."))
+        else:
+            leaves.append(f"{prefix}{key}")
+    return leaves
+
+
+def test_every_config_key_is_in_config_yaml_and_explained_in_the_readme():
+    from sign_vq.config import schema, validate
+
+    leaves = schema_leaves(schema())
+    readme = (REPO / "config" / "README.md").read_text()
+    assert [key for key in leaves if f"`{key}`" not in readme] == []
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(shipped, "config/config.yaml")
+    missing = []
+    for key in leaves:
+        node = shipped
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(key)
+                break
+            node = node[part]
+    assert missing == []
