@@ -262,13 +262,12 @@ class RenderCallback(Callback):
                 import wandb
 
                 folder = self.output / f"step-{step:07d}"
-                logger.experiment.log(
-                    {
-                        f"render/video/{v['id']}": wandb.Video(str(folder / v["mp4"]), format="mp4")
-                        for v in report["videos"]
-                    },
-                    step=step,
-                )
+                videos = {
+                    f"render/video/{Path(v['mp4']).stem}": wandb.Video(str(folder / v["mp4"]), format="mp4")
+                    for v in report["videos"]
+                }
+                # the step as Lightning's WandbLogger logs it (W&B's own step counter is left alone)
+                logger.experiment.log({**videos, "trainer/global_step": step})
         return report
 
 

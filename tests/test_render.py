@@ -164,3 +164,20 @@ def test_mp4_is_h264_with_imageio_ffmpeg(tmp_path):
     assert visualize.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "h264"
     frames, fps, width, height = video_frames(tmp_path / "a.mp4")
     assert (frames, width, height) == (7, 64, 48) and fps == pytest.approx(29.89, abs=0.01)
+
+
+def test_render_callback_logs_mp4_videos_to_an_offline_wandb_run(trained, val_archive, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(project="sign-vq-test", offline=True, save_dir=str(tmp_path))
+    callback = RenderCallback(val_archive, tmp_path / "renders", every_n_steps=1, num_poses=1, max_frames=4)
+    try:
+        report = callback.render_and_log(SimpleNamespace(loggers=[logger]), load_model(trained.model), 1)
+    finally:
+        logger.experiment.finish()
+    name = Path(report["videos"][0]["mp4"]).stem
+    logged = list((tmp_path / "wandb").glob(f"offline-run-*/files/media/videos/render/video/{name}_*.mp4"))
+    assert len(logged) == 1
