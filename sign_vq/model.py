@@ -35,7 +35,7 @@ def _transformer(d_model: int, heads: int, layers: int, ff_mult: int, dropout: f
     layer = nn.TransformerEncoderLayer(
         d_model, heads, d_model * ff_mult, dropout, batch_first=True, norm_first=True, activation="gelu"
     )
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
 
 
 class PoseFSQAutoencoder(nn.Module):
@@ -70,6 +70,11 @@ class PoseFSQAutoencoder(nn.Module):
         self.quantizer = FSQ(levels=self.levels, dim=d_model, num_codebooks=num_codebooks, keep_num_codebooks_dim=True)
         self.decoder = _transformer(d_model, heads, decoder_layers, ff_mult, dropout)
         self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, FEATURES))
+
+    def part_scales(self) -> torch.Tensor:
+        """Per part, the root mean dataset variance of its x/y values: the unit of the relative loss (4,)."""
+        variance = self.std[:, :2].square()
+        return torch.stack([variance[points].mean().sqrt() for points in skeleton.PARTS.values()])
 
     @property
     def bits_per_frame(self) -> float:
@@ -128,18 +133,29 @@ class PoseFSQAutoencoder(nn.Module):
 
 
 def part_weighted_mse(
-    recon: torch.Tensor, target: torch.Tensor, observed: torch.Tensor, part_weights: dict[str, float] | None = None
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    observed: torch.Tensor,
+    part_weights: dict[str, float] | None = None,
+    part_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE over observed values only (shoulder widths²): the mean within each part, then weighted over parts."""
+    """MSE over observed values only: the mean within each part, then weighted over parts.
+
+    In shoulder widths², or relative to each part's scale (``part_scales``, 4 values) so that the small motions of
+    the face count as much as the large ones of the hands.
+    """
     weights = part_weights or {name: 1.0 for name in skeleton.PARTS}
     squared = (recon.float() - target.float()).square().sum(-1)  # B x T x 178
     total = recon.new_zeros((), dtype=torch.float32)
     weight_sum = 0.0
-    for name, points in skeleton.PARTS.items():
+    for i, (name, points) in enumerate(skeleton.PARTS.items()):
         seen = observed[..., points]
         if weights.get(name, 0.0) == 0 or not seen.any():
             continue
-        total = total + weights[name] * squared[..., points][seen].mean() / skeleton.DIMS
+        part = squared[..., points][seen].mean() / skeleton.DIMS
+        if part_scales is not None:
+            part = part / part_scales[i].square()
+        total = total + weights[name] * part
         weight_sum += weights[name]
     return total / max(weight_sum, 1e-12)
 

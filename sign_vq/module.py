@@ -27,12 +27,13 @@ class PoseVQModule(L.LightningModule):
         observed = batch["observed"] & ~padding[..., None]
         recon, codes = self.model(poses, observed, padding)
         loss_config = self.config["loss"]
-        loss = part_weighted_mse(recon, poses, observed, loss_config["part_weights"])
+        weights = loss_config["part_weights"]
+        scales = self.model.part_scales() if loss_config["relative_parts"] else None
+        loss = part_weighted_mse(recon, poses, observed, weights, scales)
         if loss_config["velocity_weight"] > 0:
             both = observed[:, 1:] & observed[:, :-1]
-            loss = loss + loss_config["velocity_weight"] * part_weighted_mse(
-                recon[:, 1:] - recon[:, :-1], poses[:, 1:] - poses[:, :-1], both, loss_config["part_weights"]
-            )
+            velocity = part_weighted_mse(recon[:, 1:] - recon[:, :-1], poses[:, 1:] - poses[:, :-1], both, weights, scales)
+            loss = loss + loss_config["velocity_weight"] * velocity
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=poses.shape[0], sync_dist=stage == "val")
         return loss, recon, codes
 
