@@ -10,9 +10,10 @@
   bit for bit with their confidence; only the missing points are filled from the reconstruction, with confidence
   :data:`FILLED_CONFIDENCE`.
 
-Poses longer than the model's ``train_config['max_frames']`` are cut into equal windows of at most that many frames
-(a function of the frame count only, so ``decode(encode(x))`` equals the windowed reconstruction). A directory
-input keeps its relative paths under the output folder. Runs on CPU unless ``--device`` says otherwise; never
+Only the first person of a multi-person file is used. Poses longer than the model's ``train_config['max_frames']``
+are cut into equal windows of at most that many frames (a function of the frame count only, so
+``decode(encode(x))`` equals the windowed reconstruction). A directory input keeps its relative paths under the
+output folder; a bad input is reported (naming the file) and skipped, and the command then exits 2. Runs on CPU unless ``--device`` says otherwise; never
 imports W&B or video libraries.
 """
 
