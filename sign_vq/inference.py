@@ -13,8 +13,8 @@
 Only the first person of a multi-person file is used. Poses longer than the model's ``train_config['max_frames']``
 are cut into equal windows of at most that many frames (a function of the frame count only, so
 ``decode(encode(x))`` equals the windowed reconstruction). A directory input keeps its relative paths under the
-output folder; a bad input is reported (naming the file) and skipped, and the command then exits 2. Runs on CPU unless ``--device`` says otherwise; never
-imports W&B or video libraries.
+output folder; a bad input is reported (naming the file) and skipped, and the command then exits 2. Runs on CPU
+unless ``--device`` says otherwise; never imports W&B or video libraries.
 """
 
 from __future__ import annotations
