@@ -313,3 +313,37 @@ def test_every_config_key_is_in_config_yaml_and_explained_in_the_readme():
                 break
             node = node[part]
     assert missing == []
+
+
+# --- bucket mode: the sync checkpoint against a local fake GCS server ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_bucket_mode_runs_and_a_new_object_reruns_only_its_shard(tmp_path, monkeypatch):
+    gcs_server = pytest.importorskip("gcs_server")
+    try:
+        server = gcs_server.GcsServer().start()
+    except (FileNotFoundError, RuntimeError, TimeoutError) as error:
+        pytest.skip(f"fake-gcs-server not available: {error}")
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+        bucket = server.client().create_bucket("sign-vq-workflow")
+        for path in sorted(EXAMPLES.rglob("*.pose")):
+            bucket.blob(f"poses/{path.relative_to(EXAMPLES).as_posix()}").upload_from_filename(str(path))
+        workdir = make_workdir(
+            tmp_path, {"input": {"bucket": "gs://sign-vq-workflow/poses", "mirror_dir": "mirror", "threads": 2}}
+        )
+        snakemake(workdir, "--until", "archive")
+        assert (workdir / "mirror" / "lexicon" / "pizza.pose").is_file()
+        assert len(list((workdir / "results" / "shards").glob("shard-*.zip"))) == 4
+        assert dry_run(workdir, "--until", "archive") == [], "no reruns after a checkpoint (snakemake#3559)"
+
+        shards = workdir / "results" / "shards"
+        before = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.zip")}
+        bucket.blob("poses/lexicon/pizza-again.pose").upload_from_filename(str(EXAMPLES / "lexicon" / "pizza.pose"))
+        snakemake(workdir, "--until", "archive", "--forcerun", "sync")
+        after = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.zip")}
+        changed = sorted(name for name in after if after[name] != before[name])
+        assert changed == [f"shard-{shard_of_file('lexicon/pizza-again.pose')}.zip"]
+    finally:
+        server.stop()
