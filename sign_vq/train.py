@@ -93,6 +93,17 @@ def _wandb_logger(config: dict, output: Path) -> Logger | None:
         return None
 
 
+def _render_callback(config: dict, archive: Path, output: Path) -> Callback:
+    """Validation videos and metrics every ``train.render_every`` steps (rank zero; a no-op when 0)."""
+    from sign_vq.render import RenderCallback
+
+    render = config["render"]
+    return RenderCallback(
+        archive, output / "renders", config["train"]["render_every"],
+        num_poses=render["num_poses"], max_frames=render["max_frames"], gif=False,
+    )
+
+
 def _resume_checkpoint(last: Path, config: dict) -> Path | None:
     """``last`` if it was written with the same train config; otherwise move stale checkpoints aside."""
     if not last.exists():
@@ -196,7 +207,7 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
         devices=train_config["devices"],
         num_nodes=train_config["num_nodes"],
         precision=PRECISION.get(train_config["precision"], train_config["precision"]),
-        callbacks=[checkpoint, StopOnSignal(last)],
+        callbacks=[checkpoint, StopOnSignal(last), _render_callback(config, archive, output)],
         logger=loggers,
         plugins=plugins,
         val_check_interval=train_config["val_every"],
