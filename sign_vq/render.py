@@ -1,7 +1,7 @@
 """Validation render: `sign-vq render --model MODEL --archive ARCHIVE --output DIR [--num-poses N] [--max-frames M]`.
 
-Writes exactly ``DIR/metrics.json``, ``DIR/metrics.png`` and ``DIR/videos/`` (``<safe id>.mp4`` and ``.gif`` per
-rendered pose: original left, reconstruction right, at the pose's own fps, in its original coordinates via the
+Writes exactly ``DIR/metrics.json``, ``DIR/metrics.csv`` (its table), ``DIR/metrics.png`` and ``DIR/videos/``
+(``<safe id>.mp4`` and ``.gif`` per rendered pose: original left, reconstruction right, at the pose's own fps, in its original coordinates via the
 archive entry's ``center``/``scale``; the reconstruction is drawn at the points the original has). Metrics cover
 the whole validation split (``split == 'val'``; the train split when there is none), each pose reconstructed whole
 (in windows of the model's ``max_frames``) so the trivial reference is the pose's own mean; see
@@ -12,6 +12,7 @@ the whole validation split (``split == 'val'``; the train split when there is no
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
@@ -176,6 +177,10 @@ def render(
         }
         with atomic_open(output / "metrics.json") as handle:
             json.dump(_json_safe(report), handle, indent=2)
+        with atomic_open(output / "metrics.csv", "w") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["metric", "model", "reference", "ratio"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(report["table"])
         plot_metrics(result, output / "metrics.png")
         log.info(
             "%d %s poses: error body %.3f face %.3f hands %.3f/%.3f (reference ratio %.2f/%.2f/%.2f/%.2f), "

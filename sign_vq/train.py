@@ -224,6 +224,8 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
         trainer.fit(module, datamodule=data, ckpt_path=resume)
     except SIGTERMException:  # Lightning's own SIGTERM exit (status 0) after our callback saved last.ckpt
         log.warning("stopped by SIGTERM")
+    if wandb_logger is not None and trainer.global_rank == 0:
+        wandb_logger.experiment.finish()  # flush and close the run; a resumed job reopens it by its id
     if trainer.global_rank != 0:
         return 0 if trainer.global_step >= train_config["max_steps"] else INTERRUPTED
     plot_curves(_merge_csv_logs(output), output / "curves.png")

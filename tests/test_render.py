@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_render_writes_videos_metrics_and_plot(trained, val_archive, tmp_path):
     code = main(["render", "--model", str(trained.model), "--archive", str(val_archive), "--output", str(out),
                  "--num-poses", "2", "--max-frames", "30"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.png", "videos"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "metrics.json", "metrics.png", "videos"]
     val = [e for e in PoseZip(val_archive).entries if e["split"] == "val"]
     assert len(val) >= 2
     report = json.loads((out / "metrics.json").read_text())
@@ -66,6 +67,10 @@ def test_render_writes_videos_metrics_and_plot(trained, val_archive, tmp_path):
     for row in report["table"]:
         assert set(row) == {"metric", "model", "reference", "ratio"}
     assert table["bits_per_frame"]["reference"] == skeleton.NUM_POINTS * 3 * 16
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["metric"] for row in rows] == [row["metric"] for row in report["table"]]
+    assert float(rows[0]["model"]) == pytest.approx(report["table"][0]["model"])
     assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     videos = sorted((out / "videos").iterdir())
@@ -88,7 +93,7 @@ def test_render_without_gif_falls_back_to_train_and_replaces_old_videos(trained,
     assert len(list((out / "videos").glob("*.gif"))) == 3
     assert main([*args, "--num-poses", "1", "--max-frames", "5", "--no-gif"]) == 0
     assert [p.suffix for p in (out / "videos").iterdir()] == [".mp4"]  # the earlier videos are gone
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.png", "videos"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "metrics.json", "metrics.png", "videos"]
     report = json.loads((out / "metrics.json").read_text())
     assert report["split"] == "train" and report["poses"] == len(trained.files)
 
@@ -130,7 +135,7 @@ def test_render_callback_runs_every_n_steps_on_rank_zero_only(trained, val_archi
     (metrics, step), = logger.calls
     assert step == 10 and "render/error_body" in metrics and "render/ratio_face" in metrics
     folder = tmp_path / "renders" / "step-0000010"
-    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "metrics.png", "videos"]
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv", "metrics.json", "metrics.png", "videos"]
     assert len(list((folder / "videos").glob("*.mp4"))) == 1
     assert module.model.training  # the model is back in training mode
     callback.on_train_batch_end(SimpleNamespace(global_step=10, is_global_zero=True, loggers=[logger]), module)

@@ -177,7 +177,9 @@ def test_one_codebook_trains_and_decodes(dataset, tmp_path):
 
 def test_wandb_offline_run_id_is_kept_across_resume(dataset, tmp_path):
     output = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # a fresh W&B service per run, as in separate jobs (not one that an in-process test of this session started)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
     config = write_config(tmp_path / "c.yaml", max_steps=4, checkpoint_every=2,
                           wandb={"mode": "offline", "project": "test"})
     first = subprocess.run(train_command(config, dataset, output), capture_output=True, text=True, env=env)

@@ -11,6 +11,11 @@ rule render:
             caption="../report/metrics.rst",
             category="Validation metrics",
         ),
+        table=report(
+            f"{RESULTS}/render/metrics.csv",
+            caption="../report/metrics-table.rst",
+            category="Validation metrics",
+        ),
         plot=report(
             f"{RESULTS}/render/metrics.png",
             caption="../report/metrics-plot.rst",
