@@ -30,17 +30,23 @@ STEPS = 150
 
 # Runs in a fresh process so its peak RSS is the data path's alone.
 DATA_PATH_PROBE = """
-import json, resource, sys
+import json, os, resource, sys
 from sign_vq.data import PoseDataModule
+def rss_mb():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 config = json.loads(sys.argv[2])
 data = PoseDataModule(sys.argv[1], config)
 data.trainer = None
 frames = 0
-for batch in data.train_dataloader():
+for i, batch in enumerate(data.train_dataloader()):
     frames += int((~batch["padding"]).sum())
+    if i == 100:
+        early = rss_mb()
 own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"frames": frames, "rss_mb": own / 1024, "worker_rss_mb": children / 1024}))
+print(json.dumps({"frames": frames, "rss_mb": own / 1024, "worker_rss_mb": children / 1024,
+                  "rss_100_mb": early, "rss_end_mb": rss_mb()}))
 """
 
 
@@ -102,7 +108,8 @@ def main() -> None:
         for workers in (0, 2):
             rss = data_path_rss(archive, workers)
             print(f"data path, {workers} workers, 2000 batches ({rss['frames']} frames): peak RSS main "
-                  f"{rss['rss_mb']:.0f} MB, largest worker {rss['worker_rss_mb']:.0f} MB (archive {size_mb:.1f} MB)")
+                  f"{rss['rss_mb']:.0f} MB, largest worker {rss['worker_rss_mb']:.0f} MB; main RSS after 100 batches "
+                  f"{rss['rss_100_mb']:.0f} MB -> after 2000 {rss['rss_end_mb']:.0f} MB (archive {size_mb:.1f} MB)")
 
 
 if __name__ == "__main__":
