@@ -34,14 +34,16 @@ from sign_vq.train import train
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "poses"
 HELD_OUT = ("gss", "psr", "tsm")  # three unseen languages (one includes the far-away-hand recordings)
 TRAIN = {
-    "max_steps": 2500,
+    "max_steps": 4000,
     "batch_size": 16,
     "max_frames": 64,
     "lr": 0.002,
     "warmup_steps": 100,
     "checkpoint_every": 1000,
     "val_every": 500,
-    "model": {"d_model": 128, "heads": 4, "encoder_layers": 3, "decoder_layers": 3, "levels": [8, 5, 5, 5]},
+    "weight_decay": 0.01,
+    "model": {"d_model": 128, "heads": 4, "encoder_layers": 3, "decoder_layers": 3, "dropout": 0.1,
+              "levels": [8, 5, 5, 5]},
     "wandb": {"mode": "disabled"},
 }
 

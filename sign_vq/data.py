@@ -43,12 +43,29 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"poses": poses, "observed": observed, "padding": padding}
 
 
-class RandomCrops(Dataset):
-    """Sample ``i``: a pose drawn at random, cropped to at most ``max_frames`` frames (a pure function of seed, i)."""
+def augment(item: dict[str, torch.Tensor], rng: np.random.Generator, settings: dict) -> dict[str, torch.Tensor]:
+    """A random similarity transform of the whole pose (scale, rotation in the image plane, shift), as if another
+    signer of another build stood a little elsewhere; z is scaled with x and y. Missing points stay 0."""
+    scale = float(np.exp(rng.uniform(-settings["scale"], settings["scale"])))
+    angle = np.deg2rad(rng.uniform(-settings["rotate"], settings["rotate"]))
+    shift = rng.uniform(-settings["shift"], settings["shift"], size=2)
+    matrix = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
+    poses = item["poses"].clone()
+    poses[..., :2] = poses[..., :2] @ matrix.T * scale + torch.tensor(shift, dtype=torch.float32)
+    poses[..., 2] *= scale
+    poses[~item["observed"]] = 0
+    return {**item, "poses": poses}
 
-    def __init__(self, archive: PoseZip, entries: list[dict], max_frames: int, seed: int, length: int):
+
+class RandomCrops(Dataset):
+    """Sample ``i``: a pose drawn at random, cropped to at most ``max_frames`` frames and augmented
+    (a pure function of seed and i)."""
+
+    def __init__(
+        self, archive: PoseZip, entries: list[dict], max_frames: int, seed: int, length: int, augmentation: dict
+    ):
         self.archive, self.entries = archive, entries
-        self.max_frames, self.seed, self.length = max_frames, seed, length
+        self.max_frames, self.seed, self.length, self.augmentation = max_frames, seed, length, augmentation
 
     def __len__(self) -> int:
         return self.length
@@ -58,7 +75,8 @@ class RandomCrops(Dataset):
         entry = self.entries[rng.integers(len(self.entries))]
         pose = self.archive.read(entry)
         offset = rng.integers(max(len(pose) - self.max_frames, 0) + 1)
-        return pose_tensors(pose[offset : offset + self.max_frames])
+        item = pose_tensors(pose[offset : offset + self.max_frames])
+        return augment(item, rng, self.augmentation) if any(self.augmentation.values()) else item
 
 
 class StepSampler(Sampler[int]):
@@ -130,7 +148,9 @@ class PoseDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = StepSampler(lambda: trainer.global_step if trainer else 0, config["max_steps"], config["batch_size"])
         length = config["max_steps"] * config["batch_size"]
-        dataset = RandomCrops(self.archive, self.train_entries, config["max_frames"], config["seed"], length)
+        dataset = RandomCrops(
+            self.archive, self.train_entries, config["max_frames"], config["seed"], length, config["augment"]
+        )
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
