@@ -235,7 +235,7 @@ def read_reduced(path: Path) -> Reduced:
     except OSError as error:
         raise UserError(f"{path}: cannot read ({error.strerror}); expected a readable .pose file") from None
     header, fps, raw, confidence = preprocess.read_raw(buffer, str(path))
-    indices = preprocess._point_indices(preprocess._header_signature(header))
+    indices = preprocess.point_indices(header)
     if isinstance(indices, str):  # preprocess_file gives the full message; reached only if called on its own
         raise UserError(f"{path}: not MediaPipe Holistic: {indices}")
     return Reduced(

@@ -210,8 +210,10 @@ def shoulder_frame(data: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.nd
     return center, scale
 
 
-def _indices_for(header: PoseHeader) -> np.ndarray | str:
-    """:func:`_point_indices` of a header, remembered on the (cached, shared) header object."""
+def point_indices(header: PoseHeader) -> np.ndarray | str:
+    """Indices of the 178 canonical points in a file with this header, or why it is not usable.
+
+    Remembered on the (cached, shared) header object."""
     indices = getattr(header, "_sign_vq_indices", None)
     if indices is None:
         indices = _point_indices(_header_signature(header))
@@ -228,7 +230,7 @@ def preprocess_bytes(
 ) -> NormalizedPose:
     """Validate, reduce, correct and normalize one `.pose` buffer (see the module docstring)."""
     header, fps, raw, confidence = read_raw(buffer, name)
-    indices = _indices_for(header)
+    indices = point_indices(header)
     if isinstance(indices, str):
         raise BadPoseError(f"{name}: not MediaPipe Holistic: {indices}; found {_describe(header)}; {_EXPECTED}")
     data = np.take(raw, indices, axis=1)  # a float32 copy of the 178 points
