@@ -5,7 +5,7 @@ Prints per-part error (shoulder widths, original coordinates / shoulder width) a
 Target: every part <= 0.5x the reference at <= 10 bits per frame after <= 10 minutes on 2 CPU cores,
 with >= 90 % of the codebook used.
 
-    python -m benchmarks.quality [--steps N] [--held-out asq,bzs,cse] [--data ../shared/data/poses]
+    python -m benchmarks.quality [--steps N] [--held-out gss,psr,tsm] [--data ../shared/data/poses] [--train T.yaml]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from sign_vq import skeleton
 from sign_vq.archive import build_archive
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--held-out", default=",".join(HELD_OUT))
     parser.add_argument("--steps", type=int, default=TRAIN["max_steps"])
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
+    parser.add_argument("--train", type=Path, help="YAML file with `train` keys that override the benchmark's")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     build_archive([work / "seen.zip"], work / "train.zip", val_fraction=0.05)
     build_archive([work / "unseen.zip"], work / "test.zip", val_fraction=1.0)
 
-    config = validate({"train": {**TRAIN, "max_steps": args.steps}})
+    overrides = yaml.safe_load(args.train.read_text())["train"] if args.train else {}
+    config = validate({"train": {**TRAIN, "max_steps": args.steps, **overrides}})
     start = time.perf_counter()
     status = train(config, work / "train.zip", work / "stats.json", work / "model")
     minutes = (time.perf_counter() - start) / 60
