@@ -2,7 +2,8 @@
 
 `sign-vq normalize --output SHARD (--files-from LIST | INPUT...)` writes SHARD atomically and a report
 (`SHARD.report.json`: counts and every skipped file with its reason). Bad files are skipped; the shard fails
-(exit 1, no shard written) only when the fraction of bad files exceeds ``--max-bad-fraction``.
+(exit 2, no shard written, a previous shard and its report left in place) only when the fraction of bad files
+exceeds ``--max-bad-fraction``; its reasons then go to `SHARD.failed.json`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sign_vq.posezip import PoseZipWriter
 from sign_vq.stats import PointStats
 
 HELP = "normalize the .pose files of one shard into a pose zip with per-point statistics"
+REPORT = ".report.json"  # beside a written shard: counts and every skipped file with its reason
+FAILED = ".failed.json"  # beside a shard that failed: the same report (not a declared output, so it survives)
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +35,11 @@ def pose_id(path: Path, root: Path | None) -> str:
         except ValueError:
             pass
     return path.with_suffix("").as_posix().lstrip("/")
+
+
+def report_path(shard: Path, suffix: str) -> Path:
+    """``SHARD.zip.report.json`` or ``SHARD.zip.failed.json``."""
+    return shard.with_name(shard.name + suffix)
 
 
 def read_file_list(path: Path) -> list[Path]:
@@ -78,18 +86,21 @@ def normalize_shard(
             "outlier_points": outliers,
             "bad_files": bad,
         }
-        with atomic_open(output.with_name(output.name + ".report.json")) as handle:
-            json.dump(report, handle, indent=1)
         fraction = len(bad) / max(len(files), 1)
-        if not files or fraction > max_bad_fraction:
-            writer.abort()
+        if not files or fraction > max_bad_fraction:  # raising inside the block discards the shard
+            failed = report_path(output, FAILED)
+            with atomic_open(failed) as handle:
+                json.dump(report, handle, indent=1)
             raise UserError(
                 f"{output}: {len(bad)} of {len(files)} files are bad ({fraction:.0%} > --max-bad-fraction "
-                f"{max_bad_fraction:.0%}); no shard written — see {output}.report.json for each file's reason"
+                f"{max_bad_fraction:.0%}); no shard written — see {failed} for each file's reason"
                 if files
                 else f"{output}: the shard has no input files; check the file list"
             )
         writer.close(stats=stats.to_dict(), report={k: v for k, v in report.items() if k != "bad_files"})
+    with atomic_open(report_path(output, REPORT)) as handle:
+        json.dump(report, handle, indent=1)
+    report_path(output, FAILED).unlink(missing_ok=True)
     log.info("%s: %d poses, %d frames, %d bad files, %d outlier points masked", output, report["ok"], frames, len(bad), outliers)
     return report
 

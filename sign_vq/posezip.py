@@ -83,7 +83,9 @@ class PoseZipWriter:
         self._atomic.__exit__(None, None, None)
 
     def abort(self) -> None:
-        """Discard everything written so far."""
+        """Discard everything written so far (idempotent)."""
+        if self._zip.fp is None:
+            return
         self._zip.close()
         self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 

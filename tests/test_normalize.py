@@ -25,8 +25,8 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
 
 
-def report_of(shard: Path) -> dict:
-    return json.loads(shard.with_name(shard.name + ".report.json").read_text())
+def report_of(shard: Path, suffix: str = ".report.json") -> dict:
+    return json.loads(shard.with_name(shard.name + suffix).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -95,22 +95,27 @@ def test_shard_fails_above_the_bad_fraction_and_writes_nothing(tmp_path, some_go
     with pytest.raises(UserError) as caught:
         normalize_shard(files, shard, max_bad_fraction=0.5)
     message = str(caught.value)
-    assert str(shard) in message and "2 of 3 files are bad" in message and ".report.json" in message
+    assert str(shard) in message and "2 of 3 files are bad" in message and "shard.zip.failed.json" in message
     assert not shard.exists()
     assert leftovers(tmp_path) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.zip.report.json"]  # the reasons are kept
-    assert len(report_of(shard)["bad_files"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.zip.failed.json"]  # the reasons are kept
+    assert len(report_of(shard, ".failed.json")["bad_files"]) == 2
 
 
 def test_failing_rerun_keeps_the_previous_shard(tmp_path, some_good, real_bad):
     shard = tmp_path / "shard.zip"
     normalize_shard(some_good[:2], shard)
     before = shard.read_bytes()
+    report_before = report_of(shard)
     with pytest.raises(UserError):
         normalize_shard([some_good[0], *real_bad], shard, max_bad_fraction=0.1)
     assert shard.read_bytes() == before
+    assert report_of(shard) == report_before  # the good shard's report still describes it
+    assert len(report_of(shard, ".failed.json")["bad_files"]) == 2
     assert leftovers(tmp_path) == []
     assert len(PoseZip(shard)) == 2
+    normalize_shard(some_good[:2], shard)  # a later success clears the failure report
+    assert not shard.with_name("shard.zip.failed.json").exists()
 
 
 def test_bad_fraction_boundary(tmp_path, some_good, real_bad):
