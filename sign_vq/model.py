@@ -38,6 +38,11 @@ def _transformer(d_model: int, heads: int, layers: int, ff_mult: int, dropout: f
     return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
 
 
+def _no_padding(batch: torch.Tensor) -> torch.Tensor:
+    """A B x T padding mask with no padded frame, for a batch shaped B x T x ..."""
+    return torch.zeros(batch.shape[:2], dtype=torch.bool, device=batch.device)
+
+
 class PoseFSQAutoencoder(nn.Module):
     """Encode poses into ``num_codebooks`` FSQ codes per frame and decode codes back into poses."""
 
@@ -107,14 +112,14 @@ class PoseFSQAutoencoder(nn.Module):
 
         Returns the reconstruction (B x T x 178 x 3) and the codes (B x T x num_codebooks, int64).
         """
-        padding = torch.zeros(poses.shape[:2], dtype=torch.bool, device=poses.device) if padding is None else padding
+        padding = _no_padding(poses) if padding is None else padding
         quantized, indices = self._quantize(self._encode_hidden(poses, observed, padding))
         return self._decode_hidden(quantized.to(poses.dtype), padding), indices.long()
 
     @torch.no_grad()
     def encode(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         """Codes per frame (B x T x num_codebooks, int64)."""
-        padding = torch.zeros(poses.shape[:2], dtype=torch.bool, device=poses.device) if padding is None else padding
+        padding = _no_padding(poses) if padding is None else padding
         return self._quantize(self._encode_hidden(poses, observed, padding))[1].long()
 
     @torch.no_grad()
@@ -127,7 +132,7 @@ class PoseFSQAutoencoder(nn.Module):
                 f"codes out of range [{int(codes.min())}, {int(codes.max())}]; "
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
-        padding = torch.zeros(codes.shape[:2], dtype=torch.bool, device=codes.device) if padding is None else padding
+        padding = _no_padding(codes) if padding is None else padding
         quantized = self.quantizer.indices_to_codes(codes.int())
         return self._decode_hidden(quantized, padding)
 

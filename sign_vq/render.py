@@ -16,7 +16,6 @@ import csv
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -30,7 +29,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from sign_vq import inference, skeleton
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open, atomic_path
+from sign_vq.data import split_entries
+from sign_vq.fileio import atomic_open, atomic_path, current_umask
 from sign_vq.metrics import ReconstructionMetrics, metrics_table
 from sign_vq.model import PoseFSQAutoencoder
 from sign_vq.posezip import PoseZip
@@ -46,11 +46,11 @@ def safe_id(pose_id: str) -> str:
 
 def render_entries(archive: PoseZip) -> tuple[str, list[dict]]:
     """The validation entries, or the training entries when the archive has no validation split."""
-    val = [e for e in archive.entries if e.get("split") == "val"]
+    val = split_entries(archive, "val")
     if val:
         return "val", val
     log.warning("%s: no validation poses; rendering the training split", archive.path)
-    return "train", [e for e in archive.entries if e.get("split") == "train"] or list(archive.entries)
+    return "train", split_entries(archive, "train") or list(archive.entries)
 
 
 def _frame_size(entry: dict, *poses: np.ndarray) -> tuple[int, int]:
@@ -68,12 +68,6 @@ def _original_coordinates(entry: dict, data: np.ndarray) -> np.ndarray:
     return (data.astype(np.float64) * float(entry["scale"]) + np.asarray(entry["center"], dtype=np.float64)).astype(
         np.float32
     )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _json_safe(value):
@@ -133,7 +127,7 @@ def render(
         metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame)
         output.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".videos.", dir=output))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give videos/ normal permissions
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; give videos/ normal permissions
         videos: list[dict] = []
         names: set[str] = set()
         try:
