@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 PROFILE ?= profiles/local
 
-.PHONY: setup demo test test-fast bench bench-quality clean
+.PHONY: setup demo test test-fast bench bench-quality bench-quality-bounds clean
 
 $(BIN)/sign-vq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: setup
 
 bench-quality: setup
 	$(BIN)/python -m benchmarks.quality
+
+bench-quality-bounds: setup
+	$(BIN)/python -m benchmarks.quality_bounds
 
 clean:
 	rm -rf results .snakemake

@@ -63,6 +63,23 @@ def evaluate(model_dir: Path, archive: Path, max_frames: int) -> dict:
     return metrics.compute()
 
 
+def prepare(data: Path, held_out: set[str], work: Path) -> dict:
+    """Normalize the fingerspelling files into ``work``: stats and archive of the training languages, test archive
+    of the ``held_out`` ones. Returns the paths (``train``, ``test``, ``stats``) and the pose counts."""
+    root = data / "fingerspelling"
+    languages = sorted(p.name for p in root.iterdir() if p.is_dir())
+    work.mkdir(parents=True, exist_ok=True)
+    seen = [f for lang in languages if lang not in held_out for f in sorted((root / lang).glob("*.pose"))]
+    unseen = [f for lang in languages if lang in held_out for f in sorted((root / lang).glob("*.pose"))]
+    normalize_shard(seen, work / "seen.zip", root=root)
+    normalize_shard(unseen, work / "unseen.zip", root=root)
+    write_stats(merge_shards([work / "seen.zip"]), work / "stats.json")
+    build_archive([work / "seen.zip"], work / "train.zip", val_fraction=0.05)
+    build_archive([work / "unseen.zip"], work / "test.zip", val_fraction=1.0)
+    return {"train": work / "train.zip", "test": work / "test.zip", "stats": work / "stats.json",
+            "languages_train": len(languages) - len(held_out), "poses_train": len(seen), "poses_test": len(unseen)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
@@ -74,32 +91,22 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("WANDB_MODE", "disabled")
     held_out = set(args.held_out.split(","))
-    root = args.data / "fingerspelling"
-    languages = sorted(p.name for p in root.iterdir() if p.is_dir())
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-quality-"))
-    work.mkdir(parents=True, exist_ok=True)
-    seen = [f for lang in languages if lang not in held_out for f in sorted((root / lang).glob("*.pose"))]
-    unseen = [f for lang in languages if lang in held_out for f in sorted((root / lang).glob("*.pose"))]
-    normalize_shard(seen, work / "seen.zip", root=root)
-    normalize_shard(unseen, work / "unseen.zip", root=root)
-    write_stats(merge_shards([work / "seen.zip"]), work / "stats.json")
-    build_archive([work / "seen.zip"], work / "train.zip", val_fraction=0.05)
-    build_archive([work / "unseen.zip"], work / "test.zip", val_fraction=1.0)
+    files = prepare(args.data, held_out, work)
 
     overrides = yaml.safe_load(args.train.read_text())["train"] if args.train else {}
     config = validate({"train": {**TRAIN, "max_steps": args.steps, **overrides}})
     start = time.perf_counter()
-    status = train(config, work / "train.zip", work / "stats.json", work / "model")
+    status = train(config, files["train"], files["stats"], work / "model")
     minutes = (time.perf_counter() - start) / 60
     if status != 0:
         raise SystemExit(f"training stopped early (status {status})")
-    result = evaluate(work / "model", work / "test.zip", config["train"]["max_frames"])
+    result = evaluate(work / "model", files["test"], config["train"]["max_frames"])
     result.update(train_minutes=minutes, steps=args.steps, threads=torch.get_num_threads(),
-                  languages_train=len(languages) - len(held_out), languages_test=sorted(held_out),
-                  poses_train=len(seen), poses_test=len(unseen))
+                  languages_test=sorted(held_out), **{k: v for k, v in files.items() if not isinstance(v, Path)})
 
     print(f"\nquality: trained {args.steps} steps in {minutes:.1f} min on {torch.get_num_threads()} threads; "
-          f"test = {', '.join(sorted(held_out))} ({len(unseen)} poses, never seen)")
+          f"test = {', '.join(sorted(held_out))} ({files['poses_test']} poses, never seen)")
     print(f"{'part':<12}{'model':>10}{'reference':>12}{'ratio':>8}  (mean L2 error, shoulder widths)")
     for name in skeleton.PARTS:
         print(f"{name:<12}{result[f'error_{name}']:>10.4f}{result[f'reference_{name}']:>12.4f}"

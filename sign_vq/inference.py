@@ -332,7 +332,8 @@ def run(args: argparse.Namespace) -> int:
         except UserError as error:
             if str(path) not in str(error):
                 error = UserError(f"{path}: {error}")
-            log.error("%s", error)
+            if len(files) > 1:  # a single file's error is the final message; do not print it twice
+                log.error("%s", error)
             errors.append(str(error))
     log.info("%s: %d of %d file(s) written to %s", stage, len(files) - len(errors), len(files), args.output)
     if errors:

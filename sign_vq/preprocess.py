@@ -32,6 +32,11 @@ _EXPECTED = (
 )
 
 
+def denormalize(data: np.ndarray, center: np.ndarray | list[float], scale: float) -> np.ndarray:
+    """Normalized values (frames x 178 x 3) back in original coordinates: ``data * scale + center`` (float64)."""
+    return data.astype(np.float64) * float(scale) + np.asarray(center, dtype=np.float64)
+
+
 @dataclass
 class NormalizedPose:
     """A shoulder-normalized pose in the canonical layout, with what is needed to undo the normalization."""
@@ -56,7 +61,7 @@ class NormalizedPose:
 
     def denormalize(self, data: np.ndarray) -> np.ndarray:
         """Map normalized values (frames x 178 x 3) back to this pose's original coordinates."""
-        return data.astype(np.float64) * self.scale + self.center
+        return denormalize(data, self.center, self.scale)
 
     def info(self) -> dict:
         """JSON-serializable metadata (everything but the arrays)."""

@@ -34,6 +34,7 @@ from sign_vq.fileio import atomic_open, atomic_path, current_umask
 from sign_vq.metrics import ReconstructionMetrics, metrics_table
 from sign_vq.model import PoseFSQAutoencoder
 from sign_vq.posezip import PoseZip
+from sign_vq.preprocess import denormalize
 
 HELP = "render validation videos (original | reconstruction) and reconstruction metrics"
 log = logging.getLogger(__name__)
@@ -62,12 +63,6 @@ def _frame_size(entry: dict, *poses: np.ndarray) -> tuple[int, int]:
     finite = finite[np.isfinite(finite).all(axis=1)]
     high = np.ceil(finite.max(axis=0) + 10) if len(finite) else np.array([512, 512])
     return int(max(high[0], 2)), int(max(high[1], 2))
-
-
-def _original_coordinates(entry: dict, data: np.ndarray) -> np.ndarray:
-    return (data.astype(np.float64) * float(entry["scale"]) + np.asarray(entry["center"], dtype=np.float64)).astype(
-        np.float32
-    )
 
 
 def _json_safe(value):
@@ -193,8 +188,8 @@ def _render_video(visualize, entry, data, mask, recon, folder: Path, names: set[
     while name in names:
         name += "_"
     names.add(name)
-    original = _original_coordinates(entry, data)
-    reconstruction = _original_coordinates(entry, recon)
+    original = denormalize(data, entry["center"], entry["scale"]).astype(np.float32)
+    reconstruction = denormalize(recon, entry["center"], entry["scale"]).astype(np.float32)
     width, height = _frame_size(entry, original[~mask], reconstruction)
     fps = float(entry["fps"])
     left = inference.make_pose(original, (~mask).astype(np.float32), fps, width, height)

@@ -207,6 +207,7 @@ def test_not_a_npy_file_names_the_file(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["decode", "--model", str(checkpoint), "--fps", "25", "--output", str(tmp_path / "o"), str(path)]) == 2
     assert str(path) in caplog.text
+    assert sum(str(path) in record.getMessage() for record in caplog.records) == 1  # said once, not twice
 
 
 def test_checkpoint_that_does_not_match_its_config_is_a_user_error(tmp_path, caplog):
