@@ -24,11 +24,10 @@ import yaml
 from sign_vq import skeleton
 from sign_vq.archive import build_archive
 from sign_vq.config import validate
-from sign_vq.data import Windows, collate
-from sign_vq.metrics import ReconstructionMetrics
 from sign_vq.model import load_model
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
+from sign_vq.render import measure
 from sign_vq.stats import merge_shards, write_stats
 from sign_vq.train import train
 
@@ -49,18 +48,10 @@ TRAIN = {
 }
 
 
-def evaluate(model_dir: Path, archive: Path, max_frames: int) -> dict:
-    """Metrics of the model on every pose of ``archive`` (windows of ``max_frames``)."""
-    model = load_model(model_dir)
+def evaluate(model_dir: Path, archive: Path) -> dict:
+    """Metrics of the model over every whole pose of ``archive`` (reference: each pose's own mean)."""
     zipped = PoseZip(archive)
-    metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame)  # codebooks share FSQ's implicit codes
-    loader = torch.utils.data.DataLoader(Windows(zipped, zipped.entries, max_frames), batch_size=16, collate_fn=collate)
-    with torch.no_grad():
-        for batch in loader:
-            observed = batch["observed"] & ~batch["padding"][..., None]
-            recon, codes = model(batch["poses"], observed, batch["padding"])
-            metrics.update(recon, batch["poses"], observed, codes, batch["padding"])
-    return metrics.compute()
+    return measure(load_model(model_dir), zipped, zipped.entries)
 
 
 def prepare(data: Path, held_out: set[str], work: Path) -> dict:
@@ -101,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     minutes = (time.perf_counter() - start) / 60
     if status != 0:
         raise SystemExit(f"training stopped early (status {status})")
-    result = evaluate(work / "model", files["test"], config["train"]["max_frames"])
+    result = evaluate(work / "model", files["test"])
     result.update(train_minutes=minutes, steps=args.steps, threads=torch.get_num_threads(),
                   languages_test=sorted(held_out), **{k: v for k, v in files.items() if not isinstance(v, Path)})
 

@@ -1,17 +1,17 @@
 """What simple codecs reach on the quality benchmark's split (`make bench-quality-bounds`, about a minute).
 
-The same data as `benchmarks.quality` (train on 12 fingerspelling languages, score 3 unseen ones, windows of
-``--max-frames``), the same metric (:class:`sign_vq.metrics.ReconstructionMetrics`: mean L2 error per part in
-shoulder widths, as a ratio to the trivial reference "every frame = the window's own mean"). Each row is a codec
+The same data as `benchmarks.quality` (train on 12 fingerspelling languages, score every whole pose of 3 unseen
+ones), the same metric (:class:`sign_vq.metrics.ReconstructionMetrics`: mean L2 error per part in shoulder widths,
+as a ratio to the trivial reference "every frame = the pose's own mean"). Each row is a codec
 that is given something for free, so it bounds what a learned model at <= 10 bits per frame can hope for:
 
 - ``per-frame VQ``: the nearest of 2**bits prototypes (k-means++ of the training frames), no temporal context.
-- ``static k``: perfect motion, the window mean replaced by its projection on the first k principal components of
+- ``static k``: perfect motion, the pose mean replaced by its projection on the first k principal components of
   the training poses' means (the signer's shape and rest position as far as 12 signers span them).
-- ``static, N bits a window``: the same with every coefficient quantized, N bits in all spread over the
-  coefficients by their spread (reverse water-filling); bits per frame = N over the mean window, before any motion
-  is coded.
-- ``motion k``: the window mean for free, each frame's deviation from it projected on k principal components per
+- ``static, N bits a pose``: the same with every coefficient quantized, N bits in all spread over the
+  coefficients by their spread (reverse water-filling); bits per frame = N over the mean pose length, before any
+  motion is coded.
+- ``motion k``: the pose mean for free, each frame's deviation from it projected on k principal components per
   part (fitted on the training deviations), unquantized.
 
     python -m benchmarks.quality_bounds [--data ../shared/data/poses] [--held-out gss,psr,tsm] [--workdir D]
@@ -41,17 +41,13 @@ def read_poses(archive: Path, split: str) -> list[np.ndarray]:
     return [zipped.read(entry).astype(np.float32).filled(np.nan) for entry in split_entries(zipped, split)]
 
 
-def cut(poses: list[np.ndarray], max_frames: int) -> list[np.ndarray]:
-    return [pose[s : s + max_frames] for pose in poses for s in range(0, len(pose), max_frames)]
-
-
-def ratios(windows: list[np.ndarray], reconstruct) -> dict[str, float]:
-    """Per-part error ratios of ``reconstruct`` (window with missing points filled -> window) over ``windows``."""
+def ratios(poses: list[np.ndarray], reconstruct) -> dict[str, float]:
+    """Per-part error ratios of ``reconstruct`` (pose -> reconstruction, frames x 178 x 3) over ``poses``."""
     metrics = ReconstructionMetrics(1, 1.0)  # codes and bits are not measured here
-    for window in windows:
-        observed = ~np.isnan(window).any(-1)
-        target = torch.from_numpy(np.nan_to_num(window))[None]
-        recon = torch.from_numpy(reconstruct(window).astype(np.float32))[None]
+    for pose in poses:
+        observed = ~np.isnan(pose).any(-1)
+        target = torch.from_numpy(np.nan_to_num(pose))[None]
+        recon = torch.from_numpy(reconstruct(pose).astype(np.float32))[None]
         metrics.update(recon, target, torch.from_numpy(observed)[None])
     result = metrics.compute()
     return {name: result[f"ratio_{name}"] for name in skeleton.PARTS}
@@ -97,21 +93,21 @@ class Bounds:
             for part in skeleton.PARTS.values()
         ]
 
-    def fill(self, window: np.ndarray) -> np.ndarray:
-        return np.where(np.isnan(window), self.mean, window)
+    def fill(self, pose: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(pose), self.mean, pose)
 
     def per_frame_vq(self, bits: int):
         frames = torch.from_numpy(np.concatenate(self.train).reshape(-1, skeleton.NUM_POINTS * skeleton.DIMS))
         centroids = kmeans(frames, 2**bits)
 
-        def codec(window: np.ndarray) -> np.ndarray:
-            flat = torch.from_numpy(self.fill(window).reshape(len(window), -1))
-            return centroids[torch.cdist(flat, centroids).argmin(1)].numpy().reshape(window.shape)
+        def codec(pose: np.ndarray) -> np.ndarray:
+            flat = torch.from_numpy(self.fill(pose).reshape(len(pose), -1))
+            return centroids[torch.cdist(flat, centroids).argmin(1)].numpy().reshape(pose.shape)
 
         return codec
 
     def static(self, k: int | None = None, distortion: float | None = None):
-        """Perfect motion; the window mean from its first ``k`` static coefficients (unquantized), or from all of
+        """Perfect motion; the pose mean from its first ``k`` static coefficients (unquantized), or from all of
         them quantized with the bits of reverse water-filling at ``distortion`` (bits per coefficient
         round(log2(std / sqrt(distortion))), uniform quantizer with the Gaussian-optimal step, clipped)."""
         axes = self.static_axes[:k]
@@ -121,8 +117,8 @@ class Bounds:
             step = self.static_std * GAUSSIAN_STEP[np.maximum(bits - 1, 0)]
             half_range = step * (2.0 ** (bits - 1))
 
-        def codec(window: np.ndarray) -> np.ndarray:
-            filled = self.fill(window)
+        def codec(pose: np.ndarray) -> np.ndarray:
+            filled = self.fill(pose)
             own = filled.mean(0)
             coefficients = (own.reshape(-1) - self.static_mean) @ axes.T
             if bits is not None:  # mid-rise levels at (i + 1/2) * step, i in [-2**(b-1), 2**(b-1) - 1]
@@ -135,13 +131,13 @@ class Bounds:
         return codec
 
     def motion(self, k: int):
-        def codec(window: np.ndarray) -> np.ndarray:
-            filled = self.fill(window)
+        def codec(pose: np.ndarray) -> np.ndarray:
+            filled = self.fill(pose)
             own = filled.mean(0)
-            out = np.repeat(own[None], len(window), 0)
+            out = np.repeat(own[None], len(pose), 0)
             for part, axes in zip(skeleton.PARTS.values(), self.motion_axes):
-                deviation = (filled - own)[:, part].reshape(len(window), -1)
-                out[:, part] += (deviation @ axes[:k].T @ axes[:k]).reshape(len(window), -1, skeleton.DIMS)
+                deviation = (filled - own)[:, part].reshape(len(pose), -1)
+                out[:, part] += (deviation @ axes[:k].T @ axes[:k]).reshape(len(pose), -1, skeleton.DIMS)
             return out
 
         return codec
@@ -151,23 +147,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--held-out", default=",".join(HELD_OUT))
-    parser.add_argument("--max-frames", type=int, default=64)
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-bounds-"))
     files = prepare(args.data, set(args.held_out.split(",")), work)
     train = read_poses(files["train"], "train")  # what the model trains on
-    test = cut(read_poses(files["test"], "val"), args.max_frames)
+    test = read_poses(files["test"], "val")
     frames = sum(len(w) for w in test)
     bounds = Bounds(train)
     rows = [("per-frame VQ, 10 bits", bounds.per_frame_vq(10), 10.0)]
     rows += [(f"static {k}", bounds.static(k), None) for k in (10, 30, 50, 100, 300)]
     for exponent in (8, 12, 16, 18, 20, 22):
         codec = bounds.static(distortion=bounds.static_std[0] ** 2 * 2.0**-exponent)
-        rows.append((f"static, {codec.bits} bits a window", codec, codec.bits * len(test) / frames))
+        rows.append((f"static, {codec.bits} bits a pose", codec, codec.bits * len(test) / frames))
     rows += [(f"motion {k}", bounds.motion(k), None) for k in (1, 2, 4, 8, 16)]
-    print(f"\nbounds: train {len(train)} poses, test {len(test)} windows / {frames} frames "
-          f"(mean {frames / len(test):.1f} frames, so 10 bits/frame = {10 * frames / len(test):.0f} bits a window)")
+    print(f"\nbounds: train {len(train)} poses, test {len(test)} poses / {frames} frames "
+          f"(mean {frames / len(test):.1f} frames, so 10 bits/frame = {10 * frames / len(test):.0f} bits a pose)")
     print(f"{'codec (given the rest for free)':<30}" + "".join(f"{n:>12}" for n in skeleton.PARTS) + f"{'bits/frame':>12}")
     for name, codec, bits in rows:
         values = ratios(test, codec)

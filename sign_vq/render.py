@@ -20,12 +20,14 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from tqdm import tqdm
 
 from sign_vq import inference, skeleton
 from sign_vq.errors import UserError
@@ -97,6 +99,40 @@ def plot_metrics(result: dict[str, float], path: Path) -> None:
 
 
 @torch.no_grad()
+def reconstructions(
+    model: PoseFSQAutoencoder, archive: PoseZip, entries: Iterable[dict]
+) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(entry, data, mask, reconstruction, codes)`` of each whole pose (the model runs on windows of it)."""
+    for entry in entries:
+        pose = archive.read(entry)
+        mask = np.ma.getmaskarray(pose).any(axis=-1)
+        data = np.ma.filled(pose.astype(np.float32), 0.0)
+        recon, codes = inference.reconstruct_array(model, data, mask)
+        yield entry, data, mask, recon, codes
+
+
+def add_pose(
+    metrics: ReconstructionMetrics, entry: dict, data: np.ndarray, mask: np.ndarray, recon: np.ndarray, codes: np.ndarray
+) -> None:
+    """Add one whole pose to ``metrics`` (its reference is the pose's own mean; pixels via its shoulder width)."""
+    metrics.update(
+        torch.from_numpy(recon)[None],
+        torch.from_numpy(data)[None],
+        torch.from_numpy(~mask)[None],
+        torch.from_numpy(codes)[None],
+        scale=torch.tensor([float(entry["scale"])]),
+    )
+
+
+def measure(model: PoseFSQAutoencoder, archive: PoseZip, entries: Iterable[dict]) -> dict[str, float]:
+    """The metrics of ``model`` (in eval mode) over whole poses of ``archive`` (what `render` reports, no videos)."""
+    metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame)
+    for item in tqdm(reconstructions(model, archive, entries), desc="measure", unit="pose", leave=False, disable=None):
+        add_pose(metrics, *item)
+    return metrics.compute()
+
+
+@torch.no_grad()
 def render(
     model: PoseFSQAutoencoder,
     archive: PoseZip,
@@ -129,19 +165,10 @@ def render(
             measured = entries if metric_poses is None else entries[:metric_poses]
             rendered = entries[:num_poses]
             measured_ids, rendered_ids = {id(e) for e in measured}, {id(e) for e in rendered}
-            for entry in {id(e): e for e in [*measured, *rendered]}.values():
-                pose = archive.read(entry)
-                mask = np.ma.getmaskarray(pose).any(axis=-1)
-                data = np.ma.filled(pose.astype(np.float32), 0.0)
-                recon, codes = inference.reconstruct_array(model, data, mask)
+            unique = {id(e): e for e in [*measured, *rendered]}.values()
+            for entry, data, mask, recon, codes in reconstructions(model, archive, unique):
                 if id(entry) in measured_ids:
-                    metrics.update(
-                        torch.from_numpy(recon)[None],
-                        torch.from_numpy(data)[None],
-                        torch.from_numpy(~mask)[None],
-                        torch.from_numpy(codes)[None],
-                        scale=torch.tensor([float(entry["scale"])]),
-                    )
+                    add_pose(metrics, entry, data, mask, recon, codes)
                 if id(entry) in rendered_ids:
                     videos.append(_render_video(visualize, entry, data, mask, recon, staging, names, max_frames, gif))
             final = output / "videos"
