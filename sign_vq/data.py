@@ -43,14 +43,32 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"poses": poses, "observed": observed, "padding": padding}
 
 
-def augment(item: dict[str, torch.Tensor], rng: np.random.Generator, settings: dict) -> dict[str, torch.Tensor]:
-    """A random similarity transform of the whole pose (scale, rotation in the image plane, shift), as if another
-    signer of another build stood a little elsewhere; z is scaled with x and y. Missing points stay 0."""
+def shape_directions(archive: PoseZip, entries: list[dict], seed: int, limit: int = 1000) -> np.ndarray:
+    """How one signer's mean pose (build, rest position) differs from another's: the principal directions of the mean
+    poses of at most ``limit`` training poses (drawn with ``seed``), each scaled by its spread (K x 178 x 3)."""
+    chosen = np.random.default_rng(seed).choice(len(entries), size=min(limit, len(entries)), replace=False)
+    means = np.stack([np.ma.filled(archive.read(entries[i]).astype(np.float32).mean(0), np.nan) for i in sorted(chosen)])
+    seen = ~np.isnan(means).all(0)
+    means = np.where(np.isnan(means), np.where(seen, np.nanmean(np.where(seen, means, 0.0), 0), 0.0), means)
+    _, spread, axes = np.linalg.svd((means - means.mean(0)).reshape(len(means), -1), full_matrices=False)
+    return ((spread / np.sqrt(len(means)))[:, None] * axes).reshape(-1, *means.shape[1:]).astype(np.float32)
+
+
+def augment(
+    item: dict[str, torch.Tensor], rng: np.random.Generator, settings: dict, shapes: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """As if another signer of another build stood a little elsewhere: for half the crops, a random mean-pose
+    offset along ``shapes`` (:func:`shape_directions`, coefficients ~ N(0, ``shape``²)); then a random similarity
+    transform of the whole pose (scale, rotation in the image plane, shift; z scaled with x and y). Missing points
+    stay 0."""
+    poses = item["poses"].clone()
+    if settings["shape"] and shapes is not None and rng.random() < 0.5:
+        coefficients = rng.normal(0.0, settings["shape"], len(shapes)).astype(np.float32)
+        poses += torch.from_numpy(np.tensordot(coefficients, shapes, 1))
     scale = float(np.exp(rng.uniform(-settings["scale"], settings["scale"])))
     angle = np.deg2rad(rng.uniform(-settings["rotate"], settings["rotate"]))
     shift = rng.uniform(-settings["shift"], settings["shift"], size=2)
     matrix = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
-    poses = item["poses"].clone()
     poses[..., :2] = poses[..., :2] @ matrix.T * scale + torch.tensor(shift, dtype=torch.float32)
     poses[..., 2] *= scale
     poses[~item["observed"]] = 0
@@ -62,10 +80,18 @@ class RandomCrops(Dataset):
     (a pure function of seed and i)."""
 
     def __init__(
-        self, archive: PoseZip, entries: list[dict], max_frames: int, seed: int, length: int, augmentation: dict
+        self,
+        archive: PoseZip,
+        entries: list[dict],
+        max_frames: int,
+        seed: int,
+        length: int,
+        augmentation: dict,
+        shapes: np.ndarray | None = None,
     ):
         self.archive, self.entries = archive, entries
         self.max_frames, self.seed, self.length, self.augmentation = max_frames, seed, length, augmentation
+        self.shapes = shapes
 
     def __len__(self) -> int:
         return self.length
@@ -76,7 +102,7 @@ class RandomCrops(Dataset):
         pose = self.archive.read(entry)
         offset = rng.integers(max(len(pose) - self.max_frames, 0) + 1)
         item = pose_tensors(pose[offset : offset + self.max_frames])
-        return augment(item, rng, self.augmentation) if any(self.augmentation.values()) else item
+        return augment(item, rng, self.augmentation, self.shapes) if any(self.augmentation.values()) else item
 
 
 class StepSampler(Sampler[int]):
@@ -148,8 +174,10 @@ class PoseDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = StepSampler(lambda: trainer.global_step if trainer else 0, config["max_steps"], config["batch_size"])
         length = config["max_steps"] * config["batch_size"]
+        augmentation = config["augment"]
+        shapes = shape_directions(self.archive, self.train_entries, config["seed"]) if augmentation["shape"] else None
         dataset = RandomCrops(
-            self.archive, self.train_entries, config["max_frames"], config["seed"], length, config["augment"]
+            self.archive, self.train_entries, config["max_frames"], config["seed"], length, augmentation, shapes
         )
         return self._loader(dataset, sampler)
 

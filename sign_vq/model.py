@@ -44,7 +44,14 @@ def _no_padding(batch: torch.Tensor) -> torch.Tensor:
 
 
 class PoseFSQAutoencoder(nn.Module):
-    """Encode poses into ``num_codebooks`` FSQ codes per frame and decode codes back into poses."""
+    """Encode poses into ``num_codebooks`` FSQ codes per frame and decode codes back into poses.
+
+    With ``static_dims`` > 0, the last ``static_dims`` code dimensions of every frame carry the window's static shape
+    (its mean pose: signer build, rest position) through a linear channel: frame t sends its own linear projections
+    of the mean, the decoder sums frame t's learned read-outs over the window's frames. A linear channel generalizes
+    to unseen signers like a principal-component code does, where the transformer alone learns the training signers'
+    shapes by heart. Frames beyond ``max_frames`` send nothing on it.
+    """
 
     def __init__(
         self,
@@ -59,6 +66,8 @@ class PoseFSQAutoencoder(nn.Module):
         dropout: float = 0.0,
         levels: list[int] = (8, 5, 5, 5),
         num_codebooks: int = 1,
+        static_dims: int = 0,
+        max_frames: int = 128,
     ):
         super().__init__()
         shape = (skeleton.NUM_POINTS, skeleton.DIMS)
@@ -69,10 +78,23 @@ class PoseFSQAutoencoder(nn.Module):
         self.levels = list(levels)
         self.num_codebooks = num_codebooks
         self.codebook_size = int(np.prod(self.levels))
+        code_dims = num_codebooks * len(self.levels)
+        if not 0 <= static_dims < code_dims:
+            raise UserError(
+                f"model.static_dims {static_dims}: must be at least 0 and below the {code_dims} code dimensions "
+                "(num_codebooks x len(levels)); the rest carry the motion"
+            )
+        self.static_dims = static_dims
         # input per frame: standardized values (0 where missing) and the observed flag of each point
         self.embed = nn.Linear(FEATURES + skeleton.NUM_POINTS, d_model)
         self.encoder = _transformer(d_model, heads, encoder_layers, ff_mult, dropout)
-        self.quantizer = FSQ(levels=self.levels, dim=d_model, num_codebooks=num_codebooks, keep_num_codebooks_dim=True)
+        self.to_codes = nn.Linear(d_model, code_dims - static_dims)
+        self.quantizer = FSQ(levels=self.levels, dim=len(self.levels))  # projections are ours (to_codes/from_codes)
+        self.from_codes = nn.Linear(code_dims - static_dims, d_model)
+        if static_dims:
+            self.static_in = nn.Parameter(torch.randn(max_frames, static_dims, FEATURES) / math.sqrt(FEATURES))
+            self.static_out = nn.Parameter(torch.zeros(max_frames, static_dims, FEATURES))
+            self.from_static = nn.Linear(FEATURES, d_model)
         self.decoder = _transformer(d_model, heads, decoder_layers, ff_mult, dropout)
         self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, FEATURES))
 
@@ -88,21 +110,45 @@ class PoseFSQAutoencoder(nn.Module):
     def _positions(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], hidden.device)[None].to(hidden.dtype)
 
-    def _quantize(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # FSQ in float32 whatever the training precision: bf16 rounding merges neighbouring codes.
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            quantized, indices = self.quantizer(hidden.float())
-        return quantized, indices
+    @staticmethod
+    def _per_frame(table: torch.Tensor, frames: int) -> torch.Tensor:
+        """The first ``frames`` rows of a per-frame table, zeros beyond its length."""
+        return nn.functional.pad(table[:frames], (0, 0, 0, 0, 0, max(frames - len(table), 0)))
 
-    def _encode_hidden(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        standardized = torch.where(observed[..., None], (poses - self.mean) / self.std, torch.zeros_like(poses))
-        features = torch.cat([standardized.flatten(2), observed.to(poses.dtype)], dim=-1)
-        hidden = self._positions(self.embed(features))
-        return self.encoder(hidden, src_key_padding_mask=padding)
+    def _standardized(self, poses: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        return torch.where(observed[..., None], (poses - self.mean) / self.std, torch.zeros_like(poses)).flatten(2)
 
-    def _decode_hidden(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def _encode(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """Quantized codes, B x T x num_codebooks x len(levels), in FSQ's [-1, 1] units."""
+        standardized = self._standardized(poses, observed)
+        hidden = self._positions(self.embed(torch.cat([standardized, observed.to(poses.dtype)], dim=-1)))
+        latent = self.to_codes(self.encoder(hidden, src_key_padding_mask=padding)).float()
+        if self.static_dims:
+            weight = (observed & ~padding[..., None]).repeat_interleave(skeleton.DIMS, -1).float()
+            static = (standardized.float() * weight).sum(1) / weight.sum(1).clamp_min(1)  # the window's mean pose
+            table = self._per_frame(self.static_in, poses.shape[1]).float()
+            latent = torch.cat([latent, torch.einsum("tkf,bf->btk", table, static)], dim=-1)
+        return self._quantize(latent)
+
+    def _quantize(self, latent: torch.Tensor) -> torch.Tensor:
+        """FSQ codes (... x num_codebooks x len(levels)) of latents (... x code dims), always in float32: bf16
+        rounding would merge neighbouring codes."""
+        with torch.autocast(device_type=latent.device.type, enabled=False):
+            return self.quantizer.quantize(latent.float().unflatten(-1, (self.num_codebooks, len(self.levels))))
+
+    def _decode(self, codes: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """Poses (B x T x 178 x 3, shoulder-normalized) from quantized codes (B x T x num_codebooks x len(levels))."""
+        codes = codes.flatten(2)
+        motion, static = codes[..., : codes.shape[-1] - self.static_dims], codes[..., codes.shape[-1] - self.static_dims :]
+        hidden = self.from_codes(motion)
+        out = 0.0
+        if self.static_dims:
+            table = self._per_frame(self.static_out, codes.shape[1])
+            mean_pose = torch.einsum("tkf,btk->bf", table, static * (~padding)[..., None])  # standardized units
+            hidden = hidden + self.from_static(mean_pose)[:, None]
+            out = mean_pose[:, None]
         hidden = self.decoder(self._positions(hidden), src_key_padding_mask=padding)
-        out = self.head(hidden).float().unflatten(-1, (skeleton.NUM_POINTS, skeleton.DIMS))
+        out = (self.head(hidden).float() + out).unflatten(-1, (skeleton.NUM_POINTS, skeleton.DIMS))
         return out * self.std + self.mean
 
     def forward(
@@ -113,14 +159,14 @@ class PoseFSQAutoencoder(nn.Module):
         Returns the reconstruction (B x T x 178 x 3) and the codes (B x T x num_codebooks, int64).
         """
         padding = _no_padding(poses) if padding is None else padding
-        quantized, indices = self._quantize(self._encode_hidden(poses, observed, padding))
-        return self._decode_hidden(quantized.to(poses.dtype), padding), indices.long()
+        codes = self._encode(poses, observed, padding)
+        return self._decode(codes.to(poses.dtype), padding), self.quantizer.codes_to_indices(codes).long()
 
     @torch.no_grad()
     def encode(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         """Codes per frame (B x T x num_codebooks, int64)."""
         padding = _no_padding(poses) if padding is None else padding
-        return self._quantize(self._encode_hidden(poses, observed, padding))[1].long()
+        return self.quantizer.codes_to_indices(self._encode(poses, observed, padding)).long()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,8 +179,7 @@ class PoseFSQAutoencoder(nn.Module):
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
         padding = _no_padding(codes) if padding is None else padding
-        quantized = self.quantizer.indices_to_codes(codes.int())
-        return self._decode_hidden(quantized, padding)
+        return self._decode(self.quantizer._indices_to_codes(codes.long()), padding)
 
 
 def part_weighted_mse(
@@ -166,8 +211,8 @@ def part_weighted_mse(
 
 
 def model_kwargs(train_config: dict) -> dict:
-    """The constructor arguments of the model section of a train config."""
-    return dict(train_config["model"])
+    """The constructor arguments of the model section of a train config (and its ``max_frames``)."""
+    return {**train_config["model"], "max_frames": train_config["max_frames"]}
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PoseFSQAutoencoder:

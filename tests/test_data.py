@@ -10,7 +10,16 @@ import torch
 
 from sign_vq.archive import build_archive, split_of
 from sign_vq.config import validate
-from sign_vq.data import PoseDataModule, RandomCrops, Windows, augment, collate, split_entries
+from sign_vq.data import (
+    PoseDataModule,
+    RandomCrops,
+    Windows,
+    augment,
+    collate,
+    pose_tensors,
+    shape_directions,
+    split_entries,
+)
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
 
@@ -49,10 +58,13 @@ def test_archive_streams_every_pose_unchanged(shards, tmp_path):
         assert np.array_equal(a.filled(0), b.filled(0))
 
 
+NO_AUGMENT = {"shape": 0.0, "scale": 0.0, "rotate": 0.0, "shift": 0.0}
+
+
 def test_random_crops_are_a_pure_function_of_seed_and_index(shards):
     zipped = PoseZip(shards[0])
-    one = RandomCrops(zipped, zipped.entries, 16, seed=3, length=50, augmentation={"scale": 0, "rotate": 0, "shift": 0})
-    two = RandomCrops(PoseZip(shards[0]), zipped.entries, 16, 3, 50, {"scale": 0, "rotate": 0, "shift": 0})
+    one = RandomCrops(zipped, zipped.entries, 16, seed=3, length=50, augmentation=NO_AUGMENT)
+    two = RandomCrops(PoseZip(shards[0]), zipped.entries, 16, 3, 50, NO_AUGMENT)
     for i in (0, 7, 49):
         assert torch.equal(one[i]["poses"], two[i]["poses"]) and one[i]["poses"].shape[0] <= 16
     assert any(not torch.equal(one[0]["poses"], one[i]["poses"]) for i in range(1, 10))
@@ -62,7 +74,7 @@ def test_augment_is_a_similarity_transform_that_keeps_missing_points_zero():
     poses = torch.randn(5, 178, 3)
     observed = torch.rand(5, 178) > 0.3
     poses[~observed] = 0
-    settings = {"scale": 0.2, "rotate": 20.0, "shift": 0.1}
+    settings = {"shape": 0.0, "scale": 0.2, "rotate": 20.0, "shift": 0.1}
     out = augment({"poses": poses, "observed": observed}, np.random.default_rng(1), settings)
     again = augment({"poses": poses, "observed": observed}, np.random.default_rng(1), settings)
     assert torch.equal(out["poses"], again["poses"])
@@ -72,6 +84,25 @@ def test_augment_is_a_similarity_transform_that_keeps_missing_points_zero():
     ratio = torch.cdist(moved, moved)[0, 1:] / torch.cdist(seen, seen)[0, 1:]
     assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)
     assert 0.8 <= float(ratio[0]) <= 1.25
+
+
+def test_shape_augment_moves_every_frame_of_a_crop_by_one_mean_pose_offset(shards):
+    zipped = PoseZip(shards[0])
+    shapes = shape_directions(zipped, zipped.entries, seed=0)
+    assert shapes.shape[1:] == (178, 3) and len(shapes) == min(len(zipped.entries), 178 * 3)
+    assert np.array_equal(shapes, shape_directions(PoseZip(shards[0]), zipped.entries, seed=0))
+    spreads = np.linalg.norm(shapes.reshape(len(shapes), -1), axis=1)
+    assert spreads[0] > 0 and np.all(np.diff(spreads) <= 1e-6)  # principal directions, largest spread first
+    item = pose_tensors(zipped.read(zipped.entries[0]))
+    settings = {**NO_AUGMENT, "shape": 1.0}
+    moved = [augment(item, np.random.default_rng(seed), settings, shapes)["poses"] for seed in range(8)]
+    offsets = [m - item["poses"] for m in moved if not torch.equal(m, item["poses"])]
+    assert 0 < len(offsets) < 8  # about half of the crops keep their own shape
+    observed = item["observed"]
+    for offset in offsets:
+        assert (offset[~observed] == 0).all() and offset.abs().max() > 0
+        always = observed.all(0)  # points seen in every frame moved by the same offset in every frame
+        assert torch.allclose(offset[:, always], offset[:1, always].expand_as(offset[:, always]), atol=1e-5)
 
 
 def test_windows_cover_every_frame_and_batches_are_padded_with_a_mask(shards):

@@ -18,6 +18,7 @@ import yaml
 from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.config import validate
+from sign_vq.errors import UserError
 from sign_vq.data import PoseDataModule
 from sign_vq.metrics import codebook_stats
 from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse
@@ -152,15 +153,39 @@ def test_bf16_mixed_trains_on_cpu(dataset, tmp_path):
 def test_fsq_under_bf16_autocast_uses_as_many_codes_as_fp32():
     torch.manual_seed(0)
     model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1)
-    hidden = torch.randn(8, 500, 32) * 3
-    _, fp32 = model._quantize(hidden)
+    latent = torch.randn(8, 500, 4) * 3
+    fp32 = model.quantizer.codes_to_indices(model._quantize(latent))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, bf16 = model._quantize(hidden.to(torch.bfloat16))
+        bf16 = model.quantizer.codes_to_indices(model._quantize(latent.to(torch.bfloat16)))
     size = model.codebook_size
     assert int(bf16.max()) < size and int(bf16.min()) >= 0
     use32 = codebook_stats(torch.bincount(fp32.flatten(), minlength=size))["codebook_utilization"]
     use16 = codebook_stats(torch.bincount(bf16.flatten(), minlength=size))["codebook_utilization"]
     assert use32 > 0.5 and abs(use16 - use32) < 0.05
+
+
+@pytest.mark.parametrize("static_dims", [0, 3])
+def test_static_channel_decodes_like_forward_and_takes_poses_longer_than_max_frames(static_dims):
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1, static_dims=static_dims,
+                               max_frames=8).eval()
+    assert (model.static_dims > 0) == hasattr(model, "static_in")
+    poses, observed = torch.randn(2, 12, 178, 3) * 0.3, torch.rand(2, 12, 178) > 0.2  # 12 frames > max_frames
+    padding = torch.zeros(2, 12, dtype=torch.bool)
+    padding[1, 9:] = True
+    recon, codes = model(poses, observed, padding)
+    assert recon.shape == poses.shape and torch.isfinite(recon).all()
+    assert torch.allclose(model.decode(codes, padding), recon, atol=1e-5)
+    static = model.quantizer._indices_to_codes(codes)[..., len(model.levels) - static_dims :]
+    if static_dims:  # frames 0-7 send projections of the window's mean pose, frames beyond max_frames send zeros
+        assert static[:, :8].abs().amax() > 0 and (static[:, 8:] == 0).all()
+        moved = model.encode(poses + 0.5, observed, padding)  # another mean pose: other static codes
+        assert not torch.equal(model.quantizer._indices_to_codes(moved)[:, :8, :, -static_dims:], static[:, :8])
+
+
+def test_static_dims_must_leave_motion_dimensions():
+    with pytest.raises(UserError, match="model.static_dims 4"):
+        PoseFSQAutoencoder(static_dims=4)  # levels [8, 5, 5, 5]: 4 code dimensions
 
 
 def test_one_codebook_trains_and_decodes(dataset, tmp_path):
