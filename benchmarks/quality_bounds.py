@@ -28,12 +28,13 @@ import torch
 
 from benchmarks.quality import DATA, HELD_OUT, prepare
 from sign_vq import skeleton
+from sign_vq.data import split_entries
 from sign_vq.metrics import ReconstructionMetrics
 from sign_vq.posezip import PoseZip
 
 # Step of the MSE-optimal uniform quantizer of a unit Gaussian with 2**b levels, b = 1..6 (Max, 1960).
 GAUSSIAN_STEP = np.array([1.596, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041])
-from sign_vq.data import split_entries
+
 
 def read_poses(archive: Path, split: str) -> list[np.ndarray]:
     """The poses of one split of a pose zip as float32 frames x 178 x 3, NaN where a point is missing."""
@@ -89,8 +90,7 @@ class Bounds:
         self.static_std = coefficients.std(0)
         deviations = np.concatenate([pose - pose.mean(0) for pose in self.train])
         self.motion_axes = [
-            np.linalg.svd(deviations[:, part].reshape(len(deviations), -1), full_matrices=False)[2]
-            for part in skeleton.PARTS.values()
+            principal_axes(deviations[:, part].reshape(len(deviations), -1)) for part in skeleton.PARTS.values()
         ]
 
     def fill(self, pose: np.ndarray) -> np.ndarray:

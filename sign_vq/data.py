@@ -65,12 +65,13 @@ def augment(
     if settings["shape"] and shapes is not None and rng.random() < 0.5:
         coefficients = rng.normal(0.0, settings["shape"], len(shapes)).astype(np.float32)
         poses += torch.from_numpy(np.tensordot(coefficients, shapes, 1))
-    scale = float(np.exp(rng.uniform(-settings["scale"], settings["scale"])))
-    angle = np.deg2rad(rng.uniform(-settings["rotate"], settings["rotate"]))
-    shift = rng.uniform(-settings["shift"], settings["shift"], size=2)
-    matrix = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
-    poses[..., :2] = poses[..., :2] @ matrix.T * scale + torch.tensor(shift, dtype=torch.float32)
-    poses[..., 2] *= scale
+    if settings["scale"] or settings["rotate"] or settings["shift"]:
+        scale = float(np.exp(rng.uniform(-settings["scale"], settings["scale"])))
+        angle = np.deg2rad(rng.uniform(-settings["rotate"], settings["rotate"]))
+        shift = rng.uniform(-settings["shift"], settings["shift"], size=2)
+        matrix = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
+        poses[..., :2] = poses[..., :2] @ matrix.T * scale + torch.tensor(shift, dtype=torch.float32)
+        poses[..., 2] *= scale
     poses[~item["observed"]] = 0
     return {**item, "poses": poses}
 
