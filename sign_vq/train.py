@@ -39,24 +39,41 @@ PRECISION = {"32": "32-true"}
 
 
 class StopOnSignal(Callback):
-    """On SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption): save last.ckpt and stop."""
+    """On SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption): save last.ckpt and stop.
+
+    Lightning installs its own SIGTERM handler when fitting starts; it stops at the next loop boundary (even
+    mid-validation) without a checkpoint, so this callback takes SIGTERM back once training starts. Every rank
+    stops at the same step when any rank was signalled. Lightning's teardown reinstalls this callback's handlers
+    on every outcome, so the caller restores the previous ones with :meth:`restore`.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self, last: Path):
         self.last = last
         self.received: int | None = None
+        self._previous: dict = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, _frame) -> None:
         self.received = signum
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if self.received is not None and not trainer.should_stop:
-            log.warning("signal %d: saving %s at step %d and stopping", self.received, self.last, trainer.global_step)
+        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False) and not trainer.should_stop:
+            log.warning("stop signal received: saving %s at step %d and stopping", self.last, trainer.global_step)
             trainer.save_checkpoint(self.last)
             trainer.should_stop = True
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before training (call after fitting, whatever its outcome)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -201,13 +218,14 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=False))  # Snakemake's retries resubmit, not Lightning
+    stop_on_signal = StopOnSignal(last)
     trainer = L.Trainer(
         max_steps=train_config["max_steps"],
         accelerator=train_config["accelerator"],
         devices=train_config["devices"],
         num_nodes=train_config["num_nodes"],
         precision=PRECISION.get(train_config["precision"], train_config["precision"]),
-        callbacks=[checkpoint, StopOnSignal(last), _render_callback(config, archive, output)],
+        callbacks=[checkpoint, stop_on_signal, _render_callback(config, archive, output)],
         logger=loggers,
         plugins=plugins,
         val_check_interval=train_config["val_every"],
@@ -222,8 +240,10 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
         log.info("resuming from %s", resume)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume)
-    except SIGTERMException:  # Lightning's own SIGTERM exit (status 0) after our callback saved last.ckpt
+    except SIGTERMException:  # Lightning's own SIGTERM exit, for a signal before training started
         log.warning("stopped by SIGTERM")
+    finally:
+        stop_on_signal.restore()
     if wandb_logger is not None and trainer.global_rank == 0:
         wandb_logger.experiment.finish()  # flush and close the run; a resumed job reopens it by its id
     if trainer.global_rank != 0:

@@ -132,6 +132,28 @@ def test_sigterm_saves_checkpoint_and_exits_nonzero(dataset, tmp_path):
     assert not (output / "model.ckpt").exists()
 
 
+def test_sigterm_during_validation_still_saves_the_checkpoint(dataset, tmp_path, monkeypatch):
+    """Slurm's signal may land anywhere, e.g. mid-validation, where Lightning's own handler stops without saving."""
+    from sign_vq.module import PoseVQModule
+    from sign_vq.train import INTERRUPTED, train
+
+    validation_step = PoseVQModule.validation_step
+
+    def signalled_validation_step(self, batch, batch_idx):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return validation_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(PoseVQModule, "validation_step", signalled_validation_step)
+    before = signal.getsignal(signal.SIGTERM)
+    config = validate(yaml.safe_load(write_config(tmp_path / "config.yaml", max_steps=1000).read_text()))
+    output = tmp_path / "run"
+    assert train(config, dataset["archive"], dataset["stats"], output) == INTERRUPTED
+    last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] >= TINY["val_every"]
+    assert not (output / "model.ckpt").exists()
+    assert signal.getsignal(signal.SIGTERM) is before, "the training's signal handler outlived the run"
+
+
 def test_changed_config_starts_over_and_keeps_old_checkpoints(dataset, tmp_path):
     output = tmp_path / "run"
     first = run_train(write_config(tmp_path / "a.yaml", max_steps=10), dataset, output)
