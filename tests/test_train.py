@@ -17,13 +17,15 @@ import yaml
 
 from sign_vq.archive import build_archive
 from sign_vq.cli import main
-from sign_vq.config import validate
+from sign_vq.config import load_config, validate
 from sign_vq.errors import UserError
 from sign_vq.data import PoseDataModule
 from sign_vq.metrics import codebook_stats
 from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse
+from sign_vq.module import PoseVQModule
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards, write_stats
+from sign_vq.train import INTERRUPTED, train as train_in_process
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "poses"
 TINY = {
@@ -134,9 +136,6 @@ def test_sigterm_saves_checkpoint_and_exits_nonzero(dataset, tmp_path):
 
 def test_sigterm_during_validation_still_saves_the_checkpoint(dataset, tmp_path, monkeypatch):
     """Slurm's signal may land anywhere, e.g. mid-validation, where Lightning's own handler stops without saving."""
-    from sign_vq.module import PoseVQModule
-    from sign_vq.train import INTERRUPTED, train
-
     validation_step = PoseVQModule.validation_step
 
     def signalled_validation_step(self, batch, batch_idx):
@@ -145,9 +144,9 @@ def test_sigterm_during_validation_still_saves_the_checkpoint(dataset, tmp_path,
 
     monkeypatch.setattr(PoseVQModule, "validation_step", signalled_validation_step)
     before = signal.getsignal(signal.SIGTERM)
-    config = validate(yaml.safe_load(write_config(tmp_path / "config.yaml", max_steps=1000).read_text()))
+    config = load_config(write_config(tmp_path / "config.yaml", max_steps=1000))
     output = tmp_path / "run"
-    assert train(config, dataset["archive"], dataset["stats"], output) == INTERRUPTED
+    assert train_in_process(config, dataset["archive"], dataset["stats"], output) == INTERRUPTED
     last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] >= TINY["val_every"]
     assert not (output / "model.ckpt").exists()
