@@ -1,44 +1,75 @@
-"""Shared fixtures: the real pose files of ../shared/data/poses (beside the repository) and helpers to build bad ones."""
+"""Shared fixtures: the real pose files inside the repository, the optional large corpus, helpers to build bad ones.
+
+``data_dir`` is a small real corpus: the bundled examples (``examples/poses``) and the test files (``tests/data/poses``)
+merged into one folder with the layout of the full corpus. Corpus-wide sweeps also run on the folder named by
+``SIGN_VQ_CORPUS`` (the 472 files of ../shared/data/poses in CI); without it those cases are skipped.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data" / "poses").resolve()
+EXAMPLES = REPO / "examples" / "poses"
+TEST_DATA = REPO / "tests" / "data" / "poses"
+CORPUS_ENV = "SIGN_VQ_CORPUS"
+CORPUS_FILES = 472  # the development corpus (../shared/data/poses)
+TOP_FOLDERS = ("fingerspelling", "lexicon", "pose-format")  # the corpus layout; a pose's id starts with one of them
 
-# The realistic wrong inputs among the real files (see ../shared/data/README.md).
+# The realistic wrong inputs among the real files (see tests/data/README.md).
 OPENPOSE = "pose-format/openpose.pose"
 HANDS_ONLY = ("pose-format/mediapipe_hand_normalized.pose", "pose-format/mediapipe_long_hand_normalized.pose")
 BAD_REAL = (OPENPOSE, *HANDS_ONLY)
 FULL_468 = "pose-format/holistic_example.pose"  # full holistic, 468 face points
 FULL_478 = "pose-format/84322c38ff23406f222641da30d0a49b.pose"  # full holistic, 478 face points
+# The only real files with far-away (outlier) points, both in `gss`; the second one is in tests/data.
+OUTLIER_FILES = (
+    "fingerspelling/gss/fs-stsac418fb13dce8b253c46824b350b6927.pose",
+    "fingerspelling/gss/fs-stsc004c81c6a4651fc5cc69151f3c30576.pose",
+)
 
 
-def _require_data() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"real pose data not found at {DATA} (expected ../shared/data/poses beside the repository)")
-    return DATA
+def corpus_dir() -> Path:
+    """The large corpus named by ``SIGN_VQ_CORPUS``; skips the test when it is not set."""
+    value = os.environ.get(CORPUS_ENV)
+    if not value:
+        pytest.skip(f"corpus sweep: set {CORPUS_ENV} to a folder of .pose files (CI: ../shared/data/poses)")
+    path = Path(value).resolve()
+    if not path.is_dir():
+        pytest.fail(f"{CORPUS_ENV}={value} is not a folder")
+    return path
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    return _require_data()
+def data_dir(tmp_path_factory) -> Path:
+    """The examples and the test files merged into one folder with the corpus layout (copied once per session)."""
+    root = tmp_path_factory.mktemp("poses")
+    for source in (EXAMPLES, TEST_DATA):
+        shutil.copytree(source, root, dirs_exist_ok=True)
+    return root
 
 
-@pytest.fixture(scope="session")
-def all_files(data_dir) -> list[Path]:
-    files = sorted(data_dir.rglob("*.pose"))
-    assert len(files) == 472, f"expected the 472 real .pose files in {data_dir}, found {len(files)}"
+@pytest.fixture(scope="session", params=["sample", pytest.param("corpus", marks=pytest.mark.corpus)])
+def all_files(request, data_dir) -> list[Path]:
+    """Every real file of the in-repository sample, and (case ``corpus``) of the large corpus."""
+    if request.param == "sample":
+        return sorted(data_dir.rglob("*.pose"))
+    files = sorted(corpus_dir().rglob("*.pose"))
+    assert len(files) == CORPUS_FILES, f"expected the {CORPUS_FILES} real .pose files in {CORPUS_ENV}, found {len(files)}"
     return files
 
 
 def relative(path: Path) -> str:
-    return path.resolve().relative_to(DATA).as_posix()
+    """A real file's id in the corpus layout (``pose-format/openpose.pose``), whichever root it lies under."""
+    parts = Path(path).parts
+    start = max(i for i, part in enumerate(parts) if part in TOP_FOLDERS)
+    return "/".join(parts[start:])
 
 
 @pytest.fixture(scope="session")

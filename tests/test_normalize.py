@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FULL_468, HANDS_ONLY, OPENPOSE, relative
+from conftest import FULL_468, HANDS_ONLY, OPENPOSE, OUTLIER_FILES, relative
 from sign_vq import preprocess, skeleton
 from sign_vq.cli import main
 from sign_vq.errors import UserError
@@ -35,13 +35,13 @@ def some_good(data_dir) -> list[Path]:
     names = [
         FULL_468,
         "pose-format/84322c38ff23406f222641da30d0a49b.pose",
-        "pose-format/7bd6dd48722def3cf84258b96371cb1e.pose",
+        NEVER_SEEN_LEFT_HAND,
         "lexicon/essen.pose",
         "lexicon/pizza.pose",
-        "fingerspelling/gss/fs-stsac418fb13dce8b253c46824b350b6927.pose",
+        OUTLIER_FILES[1],
     ]
     files = [data_dir / n for n in names]
-    files += sorted((data_dir / "fingerspelling" / "asq").glob("*.pose"))[:6]
+    files += sorted((data_dir / "fingerspelling").glob("*/*.pose"))[:6]
     return files
 
 

@@ -115,11 +115,7 @@ def test_find_poses_skips_other_files_and_sync_temp(tmp_path):
         write_shard_lists([], tmp_path / "lists", 0)
 
 
-def test_real_data_local_mode_is_fast_and_complete(data_dir, tmp_path):
-    import time
-
-    started = time.perf_counter()
+def test_real_data_local_mode_is_complete(data_dir, tmp_path):
     write_local_shard_lists(data_dir, tmp_path, 8)
-    assert time.perf_counter() - started < 5
     listed = [p for k in range(8) for p in read_file_list(list_path(tmp_path, k))]
-    assert len(listed) == 472 and all(p.exists() for p in listed)
+    assert sorted(p.resolve() for p in listed) == sorted(data_dir.rglob("*.pose"))
