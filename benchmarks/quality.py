@@ -24,10 +24,10 @@ import yaml
 from sign_vq import skeleton
 from sign_vq.archive import build_archive
 from sign_vq.config import validate
+from sign_vq.evaluation import measure
 from sign_vq.model import load_model
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
-from sign_vq.render import measure
 from sign_vq.stats import merge_shards, write_stats
 from sign_vq.train import train
 

@@ -1,35 +1,38 @@
-"""Atomic writes: every output appears whole or not at all."""
+"""Atomic writes: every output appears whole or not at all.
+
+Temporary files and folders are created with the modes a plain ``open``/``mkdir`` gives (0666/0777 less the
+umask, applied by the kernel): the process umask is never read or changed, so threads creating files at the same
+time get normal modes too.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import tempfile
+import secrets
+import shutil
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 
-def current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set back at once)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+def _temporary_name(path: Path, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name beside ``path``: ``.NAME.<random><suffix>``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a new empty file beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp creates 0600; give the final file normal permissions
+    tmp = _temporary_name(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield tmp
+        os.replace(tmp, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -37,6 +40,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success."""
     with atomic_path(path) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; on success it replaces ``path`` (and all it held)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path, ".dir")
+    tmp.mkdir()
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, value: Any, indent: int | None = 1) -> None:
+    """Atomically write ``value`` as JSON (and a final newline) to ``path``."""
+    with atomic_open(path) as handle:
+        json.dump(value, handle, indent=indent)
+        handle.write("\n")
 
 
 def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
@@ -47,3 +72,21 @@ def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
     with atomic_open(path) as handle:
         handle.write(text)
     return True
+
+
+@contextlib.contextmanager
+def png_figure(path: str | os.PathLike, figsize: tuple[float, float], ncols: int = 1) -> Iterator[tuple[Any, Any]]:
+    """A headless matplotlib ``(figure, axes)`` of ``ncols`` axes, saved atomically to ``path`` as PNG on success."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, ncols, figsize=figsize)
+    try:
+        yield figure, axes
+        figure.tight_layout()
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(figure)

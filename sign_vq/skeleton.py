@@ -6,11 +6,12 @@ import functools
 from importlib import resources
 
 import numpy as np
+from pose_format import Pose
+from pose_format.numpy import NumPyPoseBody
 from pose_format.pose_header import PoseHeader, PoseHeaderDimensions
 from pose_format.utils.reader import BufferReader
 
 BODY, FACE, LEFT_HAND, RIGHT_HAND = "POSE_LANDMARKS", "FACE_LANDMARKS", "LEFT_HAND_LANDMARKS", "RIGHT_HAND_LANDMARKS"
-WORLD = "POSE_WORLD_LANDMARKS"
 NUM_POINTS = 178
 DIMS = 3
 
@@ -41,9 +42,10 @@ def header_for(width: int, height: int) -> PoseHeader:
     return PoseHeader(version=0.2, dimensions=PoseHeaderDimensions(width, height, 1), components=base.components)
 
 
-def part_of_points() -> np.ndarray:
-    """An array of 178 part indices (0 body, 1 face, 2 left hand, 3 right hand)."""
-    out = np.empty(NUM_POINTS, dtype=np.int64)
-    for i, part in enumerate(PARTS.values()):
-        out[part] = i
-    return out
+def make_pose(data: np.ndarray, confidence: np.ndarray, fps: float, width: int, height: int) -> Pose:
+    """A one-person canonical 178-point pose (data T x 178 x 3, confidence T x 178; 0 = not observed)."""
+    values = np.asarray(data, dtype=np.float32)[:, None]
+    conf = np.asarray(confidence, dtype=np.float32)[:, None]
+    mask = np.repeat((conf == 0)[..., None], DIMS, axis=-1)
+    body = NumPyPoseBody(float(fps), np.ma.MaskedArray(values, mask=mask), conf)
+    return Pose(header_for(int(width), int(height)), body)

@@ -112,7 +112,7 @@ def _wandb_logger(config: dict, output: Path) -> Logger | None:
 
 def _render_callback(config: dict, archive: Path, output: Path) -> Callback:
     """Validation videos and metrics every ``train.render_every`` steps (rank zero; a no-op when 0)."""
-    from sign_vq.render import RenderCallback
+    from sign_vq.callbacks import RenderCallback
 
     render = config["render"]
     return RenderCallback(

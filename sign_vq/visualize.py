@@ -16,9 +16,9 @@ from typing import Iterator
 import cv2
 import imageio.v3 as iio
 import numpy as np
-from pose_format import Pose
 from pose_format.pose_visualizer import PoseVisualizer
 
+from sign_vq import skeleton
 from sign_vq.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -32,36 +32,32 @@ def _even(value: float) -> int:
     return max(2, int(round(value / 2)) * 2)
 
 
-def scaled(pose: Pose, width: int, height: int, factor: float) -> Pose:
-    """A copy of ``pose`` with x, y (and z) multiplied by ``factor`` in a ``width`` x ``height`` frame."""
-    from pose_format.numpy import NumPyPoseBody
-    from pose_format.pose_header import PoseHeader, PoseHeaderDimensions
-
-    data = np.ma.MaskedArray(np.asarray(pose.body.data.data, dtype=np.float32) * factor, mask=pose.body.data.mask)
-    body = NumPyPoseBody(pose.body.fps, data, np.asarray(pose.body.confidence, dtype=np.float32))
-    header = PoseHeader(pose.header.version, PoseHeaderDimensions(width, height, 1), pose.header.components)
-    return Pose(header, body)
-
-
 def panel_size(width: int, height: int, max_height: int = MAX_PANEL_HEIGHT) -> tuple[int, int, float]:
     """Even panel width and height for a ``width`` x ``height`` frame, and the scale factor from it."""
     factor = min(1.0, max_height / max(height, 1))
     return _even(width * factor), _even(height * factor), factor
 
 
-def side_by_side(original: Pose, reconstruction: Pose, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """BGR frames: ``original`` (left) and ``reconstruction`` (right), both in the original's frame size."""
-    width, height = original.header.dimensions.width, original.header.dimensions.height
-    panel_w, panel_h, factor = panel_size(width, height)
-    left = PoseVisualizer(scaled(original, panel_w, panel_h, factor))
-    right = PoseVisualizer(scaled(reconstruction, panel_w, panel_h, factor))
+def side_by_side(
+    original: np.ndarray,
+    reconstruction: np.ndarray,
+    observed: np.ndarray,
+    fps: float,
+    size: tuple[int, int],
+    max_frames: int | None = None,
+) -> Iterator[np.ndarray]:
+    """BGR frames: ``original`` (left) and ``reconstruction`` (right), T x 178 x 3 in a ``size`` = (width, height)
+    frame, each drawn at the points ``observed`` (T x 178)."""
+    panel_w, panel_h, factor = panel_size(*size)
+    confidence = np.asarray(observed, dtype=np.float32)
+    left, right = [PoseVisualizer(skeleton.make_pose(np.asarray(p, np.float32) * factor, confidence, fps, panel_w,
+                                                     panel_h)) for p in (original, reconstruction)]
     font_scale = max(panel_h / 600, 0.35)
     for a, b in zip(left.draw(max_frames=max_frames), right.draw(max_frames=max_frames)):
         for image, label in zip((a, b), LABELS):
             cv2.putText(image, label, (8, int(24 * font_scale / 0.6)), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                         (60, 60, 60), 1, cv2.LINE_AA)
-        frame = np.concatenate([a, np.full((panel_h, 2, 3), 128, np.uint8), b], axis=1)
-        yield frame
+        yield np.concatenate([a, np.full((panel_h, 2, 3), 128, np.uint8), b], axis=1)
 
 
 def _write_h264(target: Path, frames: list[np.ndarray], fps: float) -> bool:
@@ -122,15 +118,18 @@ def write_gif(path: Path, frames: list[np.ndarray], fps: float, height: int = GI
 
 
 def render_comparison(
-    original: Pose,
-    reconstruction: Pose,
+    original: np.ndarray,
+    reconstruction: np.ndarray,
+    observed: np.ndarray,
+    fps: float,
+    size: tuple[int, int],
     mp4: Path,
     gif: Path | None = None,
     max_frames: int | None = None,
 ) -> int:
-    """Draw ``original`` next to ``reconstruction`` into ``mp4`` (and ``gif``); returns the number of frames."""
-    fps = float(original.body.fps)
-    frames = list(side_by_side(original, reconstruction, max_frames))
+    """Draw ``original`` next to ``reconstruction`` (see :func:`side_by_side`) into ``mp4`` (and ``gif``) at
+    ``fps``; returns the number of frames."""
+    frames = list(side_by_side(original, reconstruction, observed, fps, size, max_frames))
     codec = write_mp4(mp4, frames, fps)
     if gif is not None:
         write_gif(gif, frames, fps)

@@ -10,15 +10,23 @@ from types import SimpleNamespace
 
 import cv2
 import imageio.v3 as iio
+import lightning as L
 import numpy as np
 import pytest
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
 
 from fixtures_model import EXAMPLES, trained  # noqa: F401 (fixture)
 from sign_vq import skeleton
+from sign_vq.callbacks import RenderCallback
 from sign_vq.cli import main
+from sign_vq.config import validate
+from sign_vq.data import PoseDataModule
 from sign_vq.model import load_model
+from sign_vq.module import PoseVQModule
 from sign_vq.posezip import PoseZip
-from sign_vq.render import RenderCallback, safe_id
+from sign_vq.render import safe_id, unique_names
+from sign_vq.stats import load_stats
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps
 
@@ -142,10 +150,46 @@ def test_render_callback_runs_every_n_steps_on_rank_zero_only(trained, val_archi
     assert len(logger.calls) == 1  # the same step (gradient accumulation) renders once
 
 
+class TrainingModeProbe(Callback):
+    """Records, before every training batch, whether the model is in training mode."""
+
+    def __init__(self):
+        self.modes: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.modes.append(pl_module.model.training)
+
+
+def test_render_callback_inside_a_real_trainer(trained, tmp_path):
+    """A real Lightning fit of a tiny model: renders at steps 2 and 4, metrics in the CSV log, training mode kept."""
+    config = validate({"train": {"max_steps": 4, "batch_size": 2, "max_frames": 16,
+                                 "model": {"d_model": 32, "heads": 2}}})["train"]
+    stats = load_stats(trained.stats)
+    callback = RenderCallback(trained.archive, tmp_path / "renders", every_n_steps=2, num_poses=1, max_frames=4,
+                              metric_poses=2)
+    probe = TrainingModeProbe()
+    trainer = L.Trainer(
+        max_steps=4, accelerator="cpu", devices=1, callbacks=[callback, probe],
+        logger=CSVLogger(str(tmp_path), name="logs"), limit_val_batches=0, num_sanity_val_steps=0,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+    )
+    trainer.fit(PoseVQModule(config, stats.mean, stats.std), datamodule=PoseDataModule(trained.archive, config))
+    assert trainer.global_step == 4
+    assert sorted(p.name for p in (tmp_path / "renders").iterdir()) == ["step-0000002", "step-0000004"]
+    for folder in (tmp_path / "renders").iterdir():
+        assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv", "metrics.json", "metrics.png", "videos"]
+        assert json.loads((folder / "metrics.json").read_text())["poses"] == 2
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("render/error_body")]
+    assert [int(row["step"]) for row in rows] == [2, 4]
+    assert probe.modes == [True] * 4  # each render put the model back into training mode
+
+
 def test_safe_id():
     assert safe_id("fingerspelling/asq/fs-sts1") == "fingerspelling_asq_fs-sts1"
     assert safe_id("a b/../c") == "a_b_.._c"
     assert safe_id("..") == "pose"
+    assert unique_names(["a/b", "a b", "a_b", "c"]) == ["a_b", "a_b_", "a_b__", "c"]
 
 
 def _frames(count: int = 7) -> list[np.ndarray]:
@@ -183,6 +227,6 @@ def test_render_callback_logs_mp4_videos_to_an_offline_wandb_run(trained, val_ar
         report = callback.render_and_log(SimpleNamespace(loggers=[logger]), load_model(trained.model), 1)
     finally:
         logger.experiment.finish()
-    name = Path(report["videos"][0]["mp4"]).stem
+    name = Path(report.videos[0]["mp4"]).stem
     logged = list((tmp_path / "wandb").glob(f"offline-run-*/files/media/videos/render/video/{name}_*.mp4"))
     assert len(logged) == 1
