@@ -85,9 +85,9 @@ def _run(url: str, work: Path, threads: int) -> dict:
         summary = sync_bucket(url, work / "mirror", work / "lists", 16, threads=threads)
         walls.append(time.perf_counter() - wall)
         cpus.append(_cpu() - cpu)
-        assert summary["failed_count"] == 0 and summary["downloaded"] > 0, summary
-    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "objects": summary["downloaded"],
-            "mb": summary["bytes"] / 1e6}
+        assert summary.failed_count == 0 and summary.downloads.downloaded > 0, summary
+    return {"wall": statistics.median(walls), "cpu": statistics.median(cpus), "objects": summary.downloads.downloaded,
+            "mb": summary.downloads.bytes / 1e6}
 
 
 def _measure(endpoint: str, label: str, work: Path) -> dict[int, tuple[dict, dict]]:

@@ -1,4 +1,4 @@
-"""Sync stage: mirror a GCS bucket (or list a local folder) and write the shard lists.
+"""Sync stage: mirror a GCS bucket and write the shard lists.
 
 `sign-vq sync --bucket gs://BUCKET[/PREFIX] --output MIRROR --lists LISTS --shards K` lists the bucket once,
 downloads only new or changed objects (size and crc32c against `MIRROR/manifest.tsv` and the file on disk) in
@@ -8,7 +8,9 @@ removed from the bucket are kept (listed in `removed.tsv`) or deleted with `--de
 escape the mirror or clash with another object are refused and reported. `LISTS/shard-NNN.txt` list the
 mirrored `.pose` files by a stable hash of their name, and `LISTS/sync-summary.json` reports the run.
 
-`sign-vq sync --local DIR --lists LISTS --shards K` only lists `**/*.pose` under DIR into the same shard lists.
+One run: list the bucket (:func:`read_listing`) → compare it with the manifests (:func:`plan`, pure) → the
+download pool (:func:`download`) → objects removed from the bucket (:func:`handle_removed`) → shard lists → a
+:class:`Summary` that writes and logs itself. (A local folder needs no sync: the workflow lists it itself.)
 
 Exit status: 0 when every object is mirrored, 1 when downloads still fail after the retries (everything else is
 written first, and the failed names are logged and in the summary), 2 for usage, credential or bucket errors.
@@ -20,9 +22,9 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import enum
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import random
@@ -32,16 +34,16 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import google_crc32c
 from tqdm import tqdm
 
 from sign_vq import shards
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open
+from sign_vq.fileio import atomic_open, write_json
 
-HELP = "mirror a GCS bucket (or list a local folder) and write the shard lists"
+HELP = "mirror a GCS bucket and write the shard lists"
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.tsv"
@@ -51,7 +53,8 @@ LOCK = ".sync.lock"
 SUMMARY = "sync-summary.json"
 MANIFEST_COLUMNS = ("name", "size", "crc32c", "generation")
 RESERVED_TOP = {MANIFEST, REMOVED, TMP_DIR, LOCK}
-CHECKPOINT_SECONDS = 60.0
+CHECKPOINT_SECONDS = 60.0  # the manifest is saved this often during downloads
+LOG_AT_MOST = 20  # refused or failed objects named in the log (the summary lists all)
 LIST_FIELDS = "items(name,size,crc32c,generation),nextPageToken"
 
 
@@ -68,11 +71,19 @@ class Entry:
         return other is not None and self.size == other.size and self.crc32c == other.crc32c
 
 
-@dataclasses.dataclass
-class Outcome:
-    """What a worker did with one object: `downloaded`, `verified` (local file matched) or `failed`."""
+class Kind(enum.Enum):
+    """What a worker did with one object."""
 
-    kind: str
+    DOWNLOADED = "downloaded"
+    VERIFIED = "verified"  # the local file already had the listed crc32c
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One object's result (``size``: bytes downloaded; ``error``: why it failed)."""
+
+    kind: Kind
     entry: Entry
     size: int = 0
     error: str = ""
@@ -271,12 +282,10 @@ class Syncer:
         """Make the mirror hold ``entry`` verified: check a same-size local file, else download with retries."""
         try:
             dest = self.destination(entry.name)
-            info = os.lstat(dest) if os.path.lexists(dest) else None
-            if info and stat.S_ISREG(info.st_mode) and info.st_size == entry.size:
-                if file_crc32c(dest) == entry.crc32c:
-                    return Outcome("verified", entry)
+            if regular_size(dest) == entry.size and file_crc32c(dest) == entry.crc32c:
+                return Outcome(Kind.VERIFIED, entry)
         except OSError as error:
-            return Outcome("failed", entry, error=f"local file: {error}")
+            return Outcome(Kind.FAILED, entry, error=f"local file: {error}")
         tmp = self.tmp / (hashlib.blake2b(entry.name.encode("utf-8"), digest_size=16).hexdigest() + ".part")
         error: BaseException | None = None
         for attempt in range(self.retries + 1):
@@ -291,7 +300,7 @@ class Syncer:
                         f"downloaded {size} bytes with crc32c {crc}, listed {entry.size} bytes with crc32c {entry.crc32c}"
                     )
                 self._place(tmp, dest)
-                return Outcome("downloaded", entry, size)
+                return Outcome(Kind.DOWNLOADED, entry, size)
             except self.retryable as caught:
                 error = caught
                 log.debug("%s: attempt %d failed: %s", entry.name, attempt + 1, caught)
@@ -299,7 +308,7 @@ class Syncer:
                 error = caught
                 break
         tmp.unlink(missing_ok=True)
-        return Outcome("failed", entry, error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
+        return Outcome(Kind.FAILED, entry, error=f"{type(error).__name__}: {error}".splitlines()[0][:300])
 
     def _fetch(self, entry: Entry, tmp: Path) -> None:
         """Download the listed generation into ``tmp``, resuming after the bytes a failed attempt left there."""
@@ -354,6 +363,265 @@ def _prune_empty_parents(path: Path, mirror: Path) -> None:
         parent = parent.parent
 
 
+def _log_first(level: int, lines: list[str], what: str, where: Path) -> None:
+    """Log the first :data:`LOG_AT_MOST` of ``lines``, then how many more there are (all of them are in ``where``)."""
+    for line in lines[:LOG_AT_MOST]:
+        log.log(level, "%s", line)
+    if len(lines) > LOG_AT_MOST:
+        log.log(level, "... and %d more %s (all in %s)", len(lines) - LOG_AT_MOST, what, where)
+
+
+# ------------------------------------------------------------------------------------------ listing and plan
+
+
+@dataclasses.dataclass
+class Listing:
+    """The objects under ``prefix`` that the mirror can hold (``remote``, by relative name) and those it refuses."""
+
+    prefix: str
+    remote: dict[str, Entry] = dataclasses.field(default_factory=dict)
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # full object name -> reason
+    listed: int = 0
+    placeholders: int = 0  # zero-byte "folder/" objects made by the console: nothing to mirror
+
+    def refused_names(self) -> set[str]:
+        """The refused objects' names relative to the prefix."""
+        return {name[len(self.prefix):] for name in self.refused}
+
+
+def read_listing(objects: Iterable[tuple[str, int, str | None, int]], prefix: str) -> Listing:
+    """Sort the listed ``(full name, size, crc32c, generation)`` into mirrorable, refused and folder placeholders."""
+    listing = Listing(prefix)
+    for name, size, crc, generation in objects:
+        listing.listed += 1
+        rel = name[len(prefix):]
+        if rel.endswith("/") and size == 0 and refusal(rel.rstrip("/")) is None:
+            listing.placeholders += 1
+            continue
+        reason = refusal(rel) or (None if crc else "no crc32c in the listing: cannot be verified")
+        if reason:
+            listing.refused[name] = reason
+        else:
+            listing.remote[rel] = Entry(rel, size, crc, generation)
+    for rel in folder_clashes(list(listing.remote)):
+        listing.refused[prefix + rel] = "clashes with the folder of another object"
+        del listing.remote[rel]
+    return listing
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run does: ``todo`` is checked or downloaded; ``current`` is what the mirror holds verified now."""
+
+    current: dict[str, Entry]  # bucket names whose last verified content is known (the manifest if nothing changes)
+    todo: list[Entry]  # sorted by name
+    removed: dict[str, Entry]  # names of earlier manifests gone from the bucket -> their last verified entry
+
+
+def plan(listing: Listing, old: dict[str, Entry], kept: dict[str, Entry], local_size: Callable[[str], int | None],
+         verify: bool = False) -> Plan:
+    """Compare the listing with the manifests (``old``: mirrored, ``kept``: removed in the bucket but kept).
+
+    An object is up to date when a manifest has its size and crc32c and ``local_size(name)`` (the size of the
+    regular file in the mirror, None when there is none) matches; ``verify`` re-checks every object.
+    """
+    current: dict[str, Entry] = {}
+    todo: list[Entry] = []
+    for rel, entry in listing.remote.items():
+        previous = old.get(rel) or kept.get(rel)
+        if previous is not None:
+            current[rel] = previous
+        if not verify and entry.same_content(previous) and local_size(rel) == entry.size:
+            current[rel] = entry
+        else:
+            todo.append(entry)
+    gone = (set(old) | set(kept)) - set(listing.remote) - listing.refused_names()
+    removed = {rel: old.get(rel) or kept[rel] for rel in sorted(gone)}
+    return Plan(current, sorted(todo, key=lambda e: e.name), removed)
+
+
+def regular_size(path: Path) -> int | None:
+    """The size of ``path`` when it is a regular file (not followed if a link), else None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+# ------------------------------------------------------------------------------------------------ downloads
+
+
+@dataclasses.dataclass
+class Downloads:
+    """What the download pool did."""
+
+    downloaded: int = 0
+    verified: int = 0  # local files that already had the listed crc32c
+    bytes: int = 0
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # relative name -> error
+    not_attempted: int = 0  # left after too many consecutive failures
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.kind is Kind.FAILED:
+            self.failed[outcome.entry.name] = outcome.error
+        elif outcome.kind is Kind.DOWNLOADED:
+            self.downloaded += 1
+            self.bytes += outcome.size
+        else:
+            self.verified += 1
+
+
+def stop_after(threads: int) -> int:
+    """Consecutive failures after which the service is taken as unreachable and the rest is not attempted."""
+    return max(20, 4 * threads)
+
+
+def download(todo: list[Entry], sync_one: Callable[[Entry], Outcome], current: dict[str, Entry], threads: int,
+             save: Callable[[], None]) -> Downloads:
+    """Run ``sync_one`` on ``todo`` in ``threads`` threads, updating ``current`` (a failure drops the name).
+
+    ``save`` (write the manifest of ``current``) runs every :data:`CHECKPOINT_SECONDS` and at the end, also after
+    an interrupt. Stops submitting after :func:`stop_after` consecutive failures.
+    """
+    result = Downloads()
+    limit, streak = stop_after(threads), 0
+    queue = iter(todo)
+    last_save = time.monotonic()
+    with ThreadPoolExecutor(threads, thread_name_prefix="sync") as pool, \
+            tqdm(total=len(todo), desc="sync", unit="file", disable=None) as bar:
+        pending: set[Future] = set()
+        try:
+            while True:
+                while len(pending) < 4 * threads and streak < limit and (entry := next(queue, None)) is not None:
+                    pending.add(pool.submit(sync_one, entry))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    result.add(outcome)
+                    if outcome.kind is Kind.FAILED:
+                        current.pop(outcome.entry.name, None)
+                        streak += 1
+                    else:
+                        current[outcome.entry.name] = outcome.entry
+                        streak = 0
+                bar.update(len(done))
+                bar.set_postfix(MB=f"{result.bytes / 1e6:.1f}", failed=len(result.failed), refresh=False)
+                if time.monotonic() - last_save > CHECKPOINT_SECONDS:
+                    save()  # a kill now loses no verified download
+                    last_save = time.monotonic()
+        finally:
+            for future in pending:
+                future.cancel()
+            save()
+    for entry in queue:
+        result.failed[entry.name] = "not attempted: too many consecutive failures"
+        result.not_attempted += 1
+    if result.not_attempted:
+        log.error("stopped after %d consecutive failures (service unreachable?): %d objects not attempted",
+                  limit, result.not_attempted)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- removals
+
+
+def handle_removed(removed: dict[str, Entry], syncer: "Syncer", delete: bool) -> dict[str, Entry]:
+    """Delete the mirrored files of objects removed from the bucket (``delete``), or keep them; returns the kept."""
+    kept = dict(removed)
+    for rel in removed if delete else ():
+        path = syncer.mirror / rel
+        try:
+            if refusal(rel) is None and os.path.lexists(path):
+                if path.is_symlink() or not path.is_file():
+                    raise OSError("not a regular file")
+                syncer.destination(rel)
+                path.unlink()
+                _prune_empty_parents(path, syncer.mirror)
+            del kept[rel]
+        except OSError as error:
+            log.warning("cannot delete %s: %s", path, error)
+    for rel in removed:
+        log.info("removed in the bucket: %s (%s)", rel, "kept" if rel in kept else "deleted")
+    return kept
+
+
+# -------------------------------------------------------------------------------------------------- summary
+
+
+@dataclasses.dataclass
+class Summary:
+    """One run's report: written to ``LISTS/sync-summary.json`` and logged."""
+
+    source: str
+    mirror: Path
+    shards: int
+    threads: int
+    listing: Listing
+    downloads: Downloads
+    skipped: int  # up to date by the manifest
+    mirrored: int
+    removed: list[str]
+    kept_removed: int
+    stale_temp_removed: int
+    lists_changed: list[str]
+    seconds: float
+
+    @property
+    def failed_count(self) -> int:
+        return len(self.downloads.failed)
+
+    def as_dict(self) -> dict:
+        """The JSON content (its keys are the stage's documented interface)."""
+        listing, downloads, prefix = self.listing, self.downloads, self.listing.prefix
+        return {
+            "source": self.source,
+            "mirror": str(self.mirror),
+            "shards": self.shards,
+            "threads": self.threads,
+            "listed": listing.listed,
+            "mirrored": self.mirrored,
+            "downloaded": downloads.downloaded,
+            "skipped": self.skipped + downloads.verified,
+            "verified_local": downloads.verified,
+            "refused_count": len(listing.refused),
+            "refused": [{"name": n, "reason": r} for n, r in sorted(listing.refused.items())],
+            "folder_placeholders": listing.placeholders,
+            "removed_in_bucket": self.removed,
+            "deleted": len(self.removed) - self.kept_removed,
+            "kept_removed": self.kept_removed,
+            "failed_count": self.failed_count,
+            "failed": [{"name": prefix + n, "error": e} for n, e in sorted(downloads.failed.items())],
+            "not_attempted": downloads.not_attempted,
+            "bytes": downloads.bytes,
+            "seconds": round(self.seconds, 3),
+            "stale_temp_removed": self.stale_temp_removed,
+            "lists_changed": self.lists_changed,
+        }
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.as_dict())
+
+    def log(self, path: Path) -> None:
+        """One line of figures, then the first refused and failed objects (all of them are in ``path``)."""
+        data = self.as_dict()
+        log.info(
+            "sync %s: %d listed, %d downloaded (%.1f MB), %d skipped, %d refused, %d removed in bucket (%d deleted), "
+            "%d failed, %d/%d shard lists changed, %.1f s",
+            self.source, data["listed"], data["downloaded"], data["bytes"] / 1e6, data["skipped"],
+            data["refused_count"], len(self.removed), data["deleted"], data["failed_count"],
+            len(self.lists_changed), self.shards, self.seconds,
+        )
+        _log_first(logging.WARNING, [f"refused object {r['name']!r}: {r['reason']}" for r in data["refused"]],
+                   "refused objects", path)
+        _log_first(logging.ERROR, [f"failed: {f['name']}: {f['error']}" for f in data["failed"]], "failures", path)
+
+
+# ----------------------------------------------------------------------------------------------------- sync
+
+
 def sync_bucket(
     url: str,
     mirror: Path,
@@ -367,8 +635,8 @@ def sync_bucket(
     retry_wait: float = 0.5,
     timeout: float = 120.0,
     verify: bool = False,
-    client_factory=None,
-) -> dict:
+    client_factory: Callable[[], Any] | None = None,
+) -> Summary:
     """Mirror ``url`` into ``mirror`` and write the shard lists; returns the summary (also written as JSON)."""
     started = time.monotonic()
     if num_shards < 1 or threads < 1 or retries < 0:
@@ -382,178 +650,29 @@ def sync_bucket(
     client_factory = client_factory or (lambda: make_client(anonymous))
     with _locked(mirror):
         stale = _clean_stale(mirror, lists_dir)
-        listed, placeholders = 0, 0
-        refused: dict[str, str] = {}  # full object name -> reason
-        remote: dict[str, Entry] = {}
-        for name, size, crc, generation in list_bucket(client_factory(), bucket, prefix):
-            listed += 1
-            rel = name[len(prefix):]
-            if rel.endswith("/") and size == 0 and refusal(rel.rstrip("/")) is None:
-                placeholders += 1  # a "folder" object made by the console: nothing to mirror
-                continue
-            reason = refusal(rel) or (None if crc else "no crc32c in the listing: cannot be verified")
-            if reason:
-                refused[name] = reason
-            else:
-                remote[rel] = Entry(rel, size, crc, generation)
-        for rel in folder_clashes(list(remote)):
-            refused[prefix + rel] = "clashes with the folder of another object"
-            del remote[rel]
-        for name, reason in sorted(refused.items())[:20]:
-            log.warning("refused object %r: %s", name, reason)
-        if len(refused) > 20:
-            log.warning("... and %d more refused objects (all in %s)", len(refused) - 20, lists_dir / SUMMARY)
-
-        old = read_manifest(mirror / MANIFEST)
-        kept = read_manifest(mirror / REMOVED)
-        current: dict[str, Entry] = {}  # what the mirror holds verified, for names in the bucket
-        todo: list[Entry] = []
-        for rel, entry in remote.items():
-            previous = old.get(rel) or kept.get(rel)
-            if previous is not None:
-                current[rel] = previous
-            path = mirror / rel
-            if not verify and entry.same_content(previous):
-                with contextlib.suppress(OSError):
-                    info = os.lstat(path)
-                    if stat.S_ISREG(info.st_mode) and info.st_size == entry.size:
-                        current[rel] = entry
-                        continue
-            todo.append(entry)
-        skipped = len(remote) - len(todo)
-
+        listing = read_listing(list_bucket(client_factory(), bucket, prefix), prefix)
+        old, kept = read_manifest(mirror / MANIFEST), read_manifest(mirror / REMOVED)
+        work = plan(listing, old, kept, lambda rel: regular_size(mirror / rel), verify)
+        log.info("gs://%s/%s: %d objects listed, %d up to date, %d to check or download with %d threads",
+                 bucket, prefix, listing.listed, len(listing.remote) - len(work.todo), len(work.todo), threads)
         syncer = Syncer(client_factory, bucket, prefix, mirror, retries=retries, retry_wait=retry_wait,
                         timeout=timeout)
-        counts = {"downloaded": 0, "verified": 0}
-        failed: dict[str, str] = {}
-        nbytes = 0
-        aborted = 0
-        abort_after = max(20, 4 * threads)  # consecutive failures that mean the service is unreachable
-        streak = 0
-        todo.sort(key=lambda e: e.name)
-        log.info("gs://%s/%s: %d objects listed, %d up to date, %d to check or download with %d threads",
-                 bucket, prefix, listed, skipped, len(todo), threads)
-        last_checkpoint = time.monotonic()
-        with ThreadPoolExecutor(threads, thread_name_prefix="sync") as pool, \
-                tqdm(total=len(todo), desc="sync", unit="file", disable=None) as bar:
-            pending: set[Future] = set()
-            queue = iter(todo)
-            try:
-                while True:
-                    while len(pending) < 4 * threads and streak < abort_after:
-                        entry = next(queue, None)
-                        if entry is None:
-                            break
-                        pending.add(pool.submit(syncer.sync_one, entry))
-                    if not pending:
-                        break
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        outcome = future.result()
-                        rel = outcome.entry.name
-                        if outcome.kind == "failed":
-                            failed[rel] = outcome.error
-                            current.pop(rel, None)
-                            streak += 1
-                        else:
-                            counts[outcome.kind] += 1
-                            current[rel] = outcome.entry
-                            nbytes += outcome.size
-                            streak = 0
-                        bar.update()
-                    bar.set_postfix(MB=f"{nbytes / 1e6:.1f}", failed=len(failed), refresh=False)
-                    if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-                        write_manifest(mirror / MANIFEST, current)  # a kill now loses no verified download
-                        last_checkpoint = time.monotonic()
-            finally:
-                for future in pending:
-                    future.cancel()
-                write_manifest(mirror / MANIFEST, current)
-            for entry in queue:
-                failed[entry.name] = "not attempted: too many consecutive failures"
-                aborted += 1
-        if aborted:
-            log.error("stopped after %d consecutive failures (service unreachable?): %d objects not attempted",
-                      abort_after, aborted)
-
-        removed = sorted((set(old) | set(kept)) - set(remote) - {n[len(prefix):] for n in refused})
-        new_kept = {rel: (old.get(rel) or kept[rel]) for rel in removed}
-        deleted = 0
-        if delete_removed:
-            for rel in removed:
-                path = mirror / rel
-                try:
-                    if refusal(rel) is None and os.path.lexists(path):
-                        if path.is_symlink() or not path.is_file():
-                            raise OSError("not a regular file")
-                        syncer.destination(rel)
-                        path.unlink()
-                        _prune_empty_parents(path, mirror)
-                    deleted += 1
-                    del new_kept[rel]
-                except OSError as error:
-                    log.warning("cannot delete %s: %s", path, error)
-        for rel in removed:
-            log.info("removed in the bucket: %s (%s)", rel, "kept" if rel in new_kept else "deleted")
-        write_manifest(mirror / REMOVED, new_kept)
-
+        current = dict(work.current)
+        downloads = download(work.todo, syncer.sync_one, current, threads,
+                             lambda: write_manifest(mirror / MANIFEST, current))
+        still_kept = handle_removed(work.removed, syncer, delete_removed)
+        write_manifest(mirror / REMOVED, still_kept)
         pose_names = [rel for rel in sorted(current) if rel.endswith(shards.POSE_SUFFIX)]
-        files = [mirror / rel for rel in pose_names]
-        keys = dict(zip(files, pose_names))
-        changed = shards.write_shard_lists(files, lists_dir, num_shards, key=keys.__getitem__)
-
-        seconds = time.monotonic() - started
-        summary = {
-            "source": f"gs://{bucket}/{prefix}",
-            "mirror": str(mirror),
-            "shards": num_shards,
-            "threads": threads,
-            "listed": listed,
-            "mirrored": len(current),
-            "downloaded": counts["downloaded"],
-            "skipped": skipped + counts["verified"],
-            "verified_local": counts["verified"],
-            "refused_count": len(refused),
-            "refused": [{"name": n, "reason": r} for n, r in sorted(refused.items())],
-            "folder_placeholders": placeholders,
-            "removed_in_bucket": removed,
-            "deleted": deleted,
-            "kept_removed": len(new_kept),
-            "failed_count": len(failed),
-            "failed": [{"name": prefix + n, "error": e} for n, e in sorted(failed.items())],
-            "bytes": nbytes,
-            "seconds": round(seconds, 3),
-            "stale_temp_removed": stale,
-            "lists_changed": [p.name for p in changed],
-        }
-        with atomic_open(lists_dir / SUMMARY) as handle:
-            json.dump(summary, handle, indent=1)
-            handle.write("\n")
-    log.info(
-        "sync %s: %d listed, %d downloaded (%.1f MB), %d skipped, %d refused, %d removed in bucket (%d deleted), "
-        "%d failed, %d/%d shard lists changed, %.1f s",
-        summary["source"], listed, counts["downloaded"], nbytes / 1e6, summary["skipped"], len(refused),
-        len(removed), deleted, len(failed), len(changed), num_shards, seconds,
-    )
-    for name, error in sorted(failed.items())[:20]:
-        log.error("failed: %s%s: %s", prefix, name, error)
-    if len(failed) > 20:
-        log.error("... and %d more failures (all in %s)", len(failed) - 20, lists_dir / SUMMARY)
-    return summary
-
-
-def sync_local(root: Path, lists_dir: Path, num_shards: int) -> dict:
-    """Shard every `*.pose` under ``root`` (no copy); returns the summary (also written as JSON)."""
-    started = time.monotonic()
-    files = shards.find_poses(root)
-    changed = shards.write_shard_lists(files, lists_dir, num_shards, key=shards.relative_key(root))
-    summary = {"source": str(root), "shards": num_shards, "listed": len(files), "mirrored": len(files),
-               "lists_changed": [p.name for p in changed], "seconds": round(time.monotonic() - started, 3)}
-    with atomic_open(Path(lists_dir) / SUMMARY) as handle:
-        json.dump(summary, handle, indent=1)
-        handle.write("\n")
-    log.info("listed %d .pose files under %s into %d shards (%d lists changed)", len(files), root, num_shards,
-             len(changed))
+        keys = {mirror / rel: rel for rel in pose_names}
+        changed = shards.write_shard_lists(list(keys), lists_dir, num_shards, key=keys.__getitem__)
+        summary = Summary(
+            f"gs://{bucket}/{prefix}", mirror, num_shards, threads, listing, downloads,
+            skipped=len(listing.remote) - len(work.todo), mirrored=len(current), removed=list(work.removed),
+            kept_removed=len(still_kept), stale_temp_removed=stale, lists_changed=[p.name for p in changed],
+            seconds=time.monotonic() - started,
+        )
+        summary.write(lists_dir / SUMMARY)
+    summary.log(lists_dir / SUMMARY)
     return summary
 
 
@@ -561,10 +680,8 @@ def sync_local(root: Path, lists_dir: Path, num_shards: int) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--bucket", metavar="gs://BUCKET[/PREFIX]", help="bucket (and folder) to mirror")
-    source.add_argument("--local", type=Path, metavar="DIR", help="list the .pose files under DIR (no copy)")
-    parser.add_argument("--output", type=Path, metavar="MIRROR_DIR", help="mirror folder (with --bucket)")
+    parser.add_argument("--bucket", required=True, metavar="gs://BUCKET[/PREFIX]", help="bucket (and folder) to mirror")
+    parser.add_argument("--output", type=Path, required=True, metavar="MIRROR_DIR", help="mirror folder")
     parser.add_argument("--lists", type=Path, required=True, metavar="LISTS_DIR", help="folder of shard lists")
     parser.add_argument("--shards", type=int, required=True, metavar="K", help="number of shard lists")
     parser.add_argument("--threads", type=int, default=8, metavar="N", help="parallel downloads (default 8)")
@@ -581,19 +698,12 @@ def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.local is not None:
-        if args.output is not None:
-            raise UserError("--output is only used with --bucket (--local lists files where they are)")
-        sync_local(args.local, args.lists, args.shards)
-        return 0
-    if args.output is None:
-        raise UserError("--bucket needs --output MIRROR_DIR")
     summary = sync_bucket(
         args.bucket, args.output, args.lists, args.shards, threads=args.threads,
         delete_removed=args.delete_removed, anonymous=args.anonymous, retries=args.retries,
         retry_wait=args.retry_wait, timeout=args.timeout, verify=args.verify,
     )
-    return 1 if summary["failed_count"] else 0
+    return 1 if summary.failed_count else 0
 
 
 if __name__ == "__main__":

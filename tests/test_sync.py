@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
+import google_crc32c
 import pytest
 
 from gcs_server import GcsServer
@@ -331,22 +335,13 @@ def test_removed_objects_kept_or_deleted(server, sample, tmp_path):
     assert summary["removed_in_bucket"] == [] and summary["downloaded"] == 0
 
 
-def test_local_mode(data_dir, tmp_path):
-    assert main(["sync", "--local", str(data_dir), "--lists", str(tmp_path), "--shards", "5"]) == 0
-    files = [p for k in range(5) for p in read_file_list(list_path(tmp_path, k))]
-    assert sorted(p.resolve() for p in files) == sorted(data_dir.rglob("*.pose"))
-    summary = json.loads((tmp_path / "sync-summary.json").read_text())
-    assert summary["listed"] == len(files) and len(summary["lists_changed"]) == 5
-    assert main(["sync", "--local", str(data_dir), "--lists", str(tmp_path), "--shards", "5"]) == 0
-    assert json.loads((tmp_path / "sync-summary.json").read_text())["lists_changed"] == []
-
-
 def test_user_errors(server, tmp_path):
     lists = ["--lists", str(tmp_path / "l"), "--shards", "2"]
-    assert main(["sync", "--bucket", "gs://b", *lists]) == 2  # no --output
+    with pytest.raises(SystemExit) as no_output:
+        main(["sync", "--bucket", "gs://b", *lists])
+    assert no_output.value.code == 2
     assert main(["sync", "--bucket", "s3://b", "--output", str(tmp_path / "m"), *lists]) == 2
     assert main(["sync", "--bucket", "gs://no-such-bucket", "--output", str(tmp_path / "m"), *lists]) == 2
-    assert main(["sync", "--local", str(tmp_path / "missing"), *lists]) == 2
 
 
 def test_verify_rechecks_local_bytes(server, sample, tmp_path):
@@ -374,3 +369,109 @@ def test_concurrent_sync_on_one_mirror_is_refused(server, sample, tmp_path):
         assert main(["sync", "--bucket", url, "--output", str(tmp_path / "mirror"), "--lists",
                      str(tmp_path / "lists"), "--shards", "2"]) == 2
     assert sync(url, tmp_path)[0] == 0
+
+
+# ----------------------------------------------------------------------------- without a server (fast)
+
+
+def _crc(data: bytes) -> str:
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
+
+
+class MemoryClient:
+    """Stands in for the storage client: lists and serves ``objects`` from memory; ``fail(name)`` makes a download
+    raise a connection error. ``downloads`` records every download attempt."""
+
+    def __init__(self, objects: dict[str, bytes], fail=lambda name: False):
+        self.objects, self.fail = objects, fail
+        self.downloads: list[str] = []
+
+    def list_blobs(self, bucket, prefix, fields):
+        return [SimpleNamespace(name=n, size=len(d), crc32c=_crc(d), generation=1)
+                for n, d in sorted(self.objects.items()) if n.startswith(prefix)]
+
+    def bucket(self, name):
+        return self
+
+    def blob(self, name, generation):
+        return SimpleNamespace(download_to_file=lambda handle, start=None, **_: self._download(name, handle, start))
+
+    def _download(self, name: str, handle, start: int | None) -> None:
+        self.downloads.append(name)
+        if self.fail(name):
+            raise ConnectionRefusedError("connection refused")
+        handle.write(self.objects[name][start or 0:])
+
+
+def sync_memory(client: MemoryClient, tmp: Path, threads: int = 1) -> sync_module.Summary:
+    return sync_module.sync_bucket("gs://b/poses", tmp / "mirror", tmp / "lists", 2, threads=threads, retries=0,
+                                   client_factory=lambda: client)
+
+
+def test_sync_stops_after_repeated_failures(tmp_path, caplog):
+    objects = {f"poses/{i:03d}.pose": b"pose bytes" for i in range(100)}
+    client = MemoryClient(objects, fail=lambda name: True)
+    summary = sync_memory(client, tmp_path)
+    limit, attempted = sync_module.stop_after(1), len(client.downloads)
+    assert limit <= attempted < limit + 4  # one thread: what was queued (4 per thread) when it stopped still ran
+    assert client.downloads == sorted(objects)[:attempted]
+    written = json.loads((tmp_path / "lists" / "sync-summary.json").read_text())
+    assert written["failed_count"] == summary.failed_count == 100 and written["downloaded"] == 0
+    assert written["not_attempted"] == 100 - attempted
+    not_tried = [f["name"] for f in written["failed"] if f["error"].startswith("not attempted")]
+    assert not_tried == sorted(objects)[attempted:]
+    assert f"stopped after {limit} consecutive failures" in caplog.text
+    assert mirrored(tmp_path) == {} and read_manifest(tmp_path / "mirror" / MANIFEST) == {}
+
+
+def test_a_success_resets_the_failure_count(tmp_path):
+    objects = {f"poses/{i:03d}.pose": bytes([i]) * 10 for i in range(100)}
+    client = MemoryClient(objects, fail=lambda name: not name.endswith("0.pose"))  # 9 failures between successes
+    summary = sync_memory(client, tmp_path)
+    assert len(client.downloads) == 100 and summary.downloads.not_attempted == 0
+    assert summary.downloads.downloaded == 10 and summary.failed_count == 90
+    assert mirrored(tmp_path) == {n.removeprefix("poses/"): d for n, d in objects.items() if n.endswith("0.pose")}
+
+
+def _no_umask(mask: int) -> int:
+    raise AssertionError("os.umask called: it changes the mode of files other threads create meanwhile")
+
+
+def test_files_created_by_sync_threads_get_the_normal_mode(tmp_path, monkeypatch):
+    """Downloads (4 threads), manifests, lists and summary get 0666/0777 less the umask; the umask is never touched."""
+    objects = {f"poses/d{i % 3}/{i:02d}.pose": bytes([i]) * (100 + i) for i in range(24)}
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", _no_umask)
+        summary = sync_memory(MemoryClient(objects), tmp_path, threads=4)
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert summary.downloads.downloaded == 24 and summary.failed_count == 0
+    modes = {p: stat.S_IMODE(p.lstat().st_mode) for p in tmp_path.rglob("*")}
+    assert {mode for p, mode in modes.items() if p.is_file()} == {0o640}
+    assert {mode for p, mode in modes.items() if p.is_dir()} == {0o750}
+    assert len([p for p in modes if p.suffix == ".pose"]) == 24
+
+
+def _entry(name: str, crc: str = "A", size: int = 10, generation: int = 1) -> sync_module.Entry:
+    return sync_module.Entry(name, size, crc, generation)
+
+
+def test_listing_and_plan():
+    """The pure plan: up to date (manifest + local size) vs to check or download; what left the bucket."""
+    objects = [("p/same.pose", 10, "A", 2), ("p/changed.pose", 10, "B", 2), ("p/new.pose", 5, "C", 1),
+               ("p/missing.pose", 10, "A", 1), ("p/back.pose", 10, "A", 1), ("p/../evil.pose", 1, "E", 1),
+               ("p/folder/", 0, "X", 1), ("p/nocrc.pose", 3, None, 1), ("p/x", 1, "D", 1), ("p/x/y.pose", 1, "F", 1)]
+    listing = sync_module.read_listing(objects, "p/")
+    assert listing.listed == 10 and listing.placeholders == 1
+    assert set(listing.refused) == {"p/../evil.pose", "p/nocrc.pose", "p/x"}
+    old = {n: _entry(n) for n in ("same.pose", "changed.pose", "missing.pose", "gone.pose", "x")}
+    kept = {n: _entry(n) for n in ("back.pose", "long-gone.pose")}
+    on_disk = {"same.pose": 10, "changed.pose": 10, "back.pose": 10, "x": 1}
+    work = sync_module.plan(listing, old, kept, on_disk.get)
+    assert [e.name for e in work.todo] == ["changed.pose", "missing.pose", "new.pose", "x/y.pose"]
+    assert work.current == {"same.pose": listing.remote["same.pose"], "back.pose": listing.remote["back.pose"],
+                            "changed.pose": old["changed.pose"], "missing.pose": old["missing.pose"]}
+    assert work.removed == {"gone.pose": old["gone.pose"], "long-gone.pose": kept["long-gone.pose"]}  # not "x"
+    assert len(sync_module.plan(listing, old, kept, on_disk.get, verify=True).todo) == len(listing.remote)
