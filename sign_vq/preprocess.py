@@ -3,10 +3,13 @@
 Order of operations (the one documented `normalize` path):
 1. read the header (cached per distinct header) and the body straight from the bytes with numpy;
 2. check it is MediaPipe Holistic in 3-D (full: body 33, face 468/478, both hands; or already reduced to 178);
-3. keep the 178 canonical points; a point is missing (masked) where its confidence is 0;
+3. keep the 178 canonical points; a point is missing (masked) where its confidence is not a positive number
+   (0, negative, NaN or infinite);
 4. put each hand model's wrist in place of the body wrist in the frames where that hand was seen;
-5. shoulder-normalize: subtract the mean shoulder midpoint and divide by the mean 2-D shoulder width;
-6. mask outlier points (farther than ``outlier_limit`` shoulder widths from the shoulder centre) and count them;
+5. shoulder-normalize: subtract the mean shoulder midpoint and divide by the mean 2-D shoulder width, both over the
+   frames where both shoulders are seen, leaving out glitched frames (see :func:`shoulder_frame`);
+6. mask outlier points (farther than ``outlier_limit`` shoulder widths from the shoulder centre, or too far for
+   float16) and count them;
 7. store float16 values with the mask, plus what is needed to map a reconstruction back
    (``center``, ``scale``, ``fps``, frame size).
 """
@@ -26,6 +29,9 @@ from sign_vq import skeleton
 from sign_vq.errors import BadPoseError
 
 DEFAULT_OUTLIER_LIMIT = 5.0  # shoulder widths from the shoulder centre
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # normalized values beyond it are outliers: never stored as inf
+WIDTH_RATIO = 4.0  # frames whose shoulder width is over 4x or under 1/4 of the median do not set the shoulder frame,
+SHIFT_LIMIT = 2.0  # nor frames whose shoulder midpoint is more than 2 median widths from the median midpoint
 _EXPECTED = (
     "expected MediaPipe Holistic with x,y,z: POSE_LANDMARKS(33), FACE_LANDMARKS(468 or 478), "
     "LEFT_HAND_LANDMARKS(21), RIGHT_HAND_LANDMARKS(21) [, POSE_WORLD_LANDMARKS(33)], or the reduced 178-point layout"
@@ -197,22 +203,37 @@ def correct_wrists(data: np.ndarray, mask: np.ndarray) -> None:
         mask[seen, skeleton.BODY_WRIST[side]] = False
 
 
+def missing(confidence: np.ndarray) -> np.ndarray:
+    """True where a point is missing: its confidence is 0, negative, NaN or infinite."""
+    return ~((confidence > 0) & (confidence < np.inf))
+
+
 def shoulder_frame(data: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, float]:
-    """The mean shoulder midpoint (x,y,z) and mean 2-D shoulder width over frames where both shoulders are seen."""
+    """The mean shoulder midpoint (x,y,z) and mean 2-D shoulder width over the frames where both shoulders are seen.
+
+    Glitched frames are left out: those whose width is more than :data:`WIDTH_RATIO` times the median width or less
+    than the median over it, or whose midpoint is more than :data:`SHIFT_LIMIT` median widths from the median
+    midpoint. A glitched frame thus moves neither the centre nor the scale; real signers turning (widths 0.33-1.7x
+    the median in the 469 real files) or leaning (midpoints within 1.06 widths) stay within both.
+    """
     both = ~(mask[:, skeleton.LEFT_SHOULDER] | mask[:, skeleton.RIGHT_SHOULDER])
-    frames = int(np.count_nonzero(both))
-    if not frames:
+    if not both.any():
         raise BadPoseError(
             f"{name}: no body: the shoulders are never detected in {len(mask)} frames; "
             "expected a signer whose shoulders are visible (needed for normalization)"
         )
     shoulders = data[:, [skeleton.LEFT_SHOULDER, skeleton.RIGHT_SHOULDER]][both].astype(np.float64)  # n x 2 x 3
-    center = shoulders.sum(axis=(0, 1)) / (2 * frames)
-    across = shoulders[:, 0, :2] - shoulders[:, 1, :2]
-    scale = float(np.sqrt(np.einsum("ij,ij->i", across, across)).sum() / frames)
-    if not scale > 0:
+    middle = shoulders.mean(axis=1)
+    width = np.linalg.norm(shoulders[:, 0, :2] - shoulders[:, 1, :2], axis=-1)
+    typical = np.sort(width)[(len(width) - 1) // 2]  # the lower median: the width of an actual frame
+    if not typical > 0:
         raise BadPoseError(f"{name}: shoulder width is 0; expected two distinct shoulder points")
-    return center, scale
+    usual = (width <= typical * WIDTH_RATIO) & (width >= typical / WIDTH_RATIO)  # holds for the median frame
+    shift = np.linalg.norm(middle[:, :2] - np.median(middle[usual, :2], axis=0), axis=-1)
+    keep = usual & (shift <= SHIFT_LIMIT * typical)
+    if not keep.any():  # midpoints scattered everywhere: the width criterion alone
+        keep = usual
+    return middle[keep].mean(axis=0), float(width[keep].mean())
 
 
 def point_indices(header: PoseHeader) -> np.ndarray | str:
@@ -239,7 +260,7 @@ def preprocess_bytes(
     if isinstance(indices, str):
         raise BadPoseError(f"{name}: not MediaPipe Holistic: {indices}; found {_describe(header)}; {_EXPECTED}")
     data = np.take(raw, indices, axis=1)  # a float32 copy of the 178 points
-    mask = np.take(confidence, indices, axis=1) == 0
+    mask = missing(np.take(confidence, indices, axis=1))
     all_finite = bool(np.isfinite(data.sum(dtype=np.float64)))  # float64 cannot overflow on float32 values
     if not all_finite:
         finite = np.isfinite(data).all(axis=-1) | mask
@@ -264,12 +285,14 @@ def preprocess_bytes(
         flat *= np.repeat(~mask, skeleton.DIMS, axis=1)  # missing points are 0
     else:
         normalized[mask] = 0  # missing points may hold NaN/inf, which a product would keep
+    limit = min(outlier_limit, FLOAT16_MAX)
     outliers = 0
-    if flat.max() > outlier_limit or flat.min() < -outlier_limit:
-        outlier = (np.abs(normalized) > outlier_limit).any(axis=-1)  # masked points are 0, never outliers
+    if not (flat.max() <= limit and flat.min() >= -limit):  # also when a value overflowed float32 (inf, or NaN)
+        bad = ~(np.abs(normalized) <= limit).all(axis=-1)
+        outlier = bad & ~mask
         outliers = int(outlier.sum())
         mask |= outlier
-        normalized[outlier] = 0
+        normalized[bad] = 0
     return NormalizedPose(
         data=normalized.astype(np.float16),
         mask=mask,

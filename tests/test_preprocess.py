@@ -84,9 +84,9 @@ def test_output_matches_pose_format_reduction(good_files):
     for path in good_files:
         pose = preprocess.preprocess_file(path)
         ref_data, ref_conf, _ = reference(path)
-        missing = ref_conf == 0
+        missing = ~(ref_conf > 0) | ~np.isfinite(ref_conf)  # 0, negative (some gss files), NaN or inf
         if (missing & ~pose.mask).any():
-            problems.append(f"{path}: a point with confidence 0 is not masked")
+            problems.append(f"{path}: a point with confidence 0 or below is not masked")
         if int((pose.mask & ~missing).sum()) != pose.outliers:
             problems.append(f"{path}: masked seen points {int((pose.mask & ~missing).sum())} != outliers {pose.outliers}")
         seen = ~pose.mask
@@ -389,3 +389,101 @@ def test_zero_fps(tmp_path, full_holistic_file):
     pose = read_pose(full_holistic_file)
     pose.body.fps = 0.0
     rejected(write(tmp_path, "nofps.pose", pose_bytes(pose)), "invalid fps", "expected a positive frame rate")
+
+
+# ---------------------------------------------------------------------------- hostile values (issue 13)
+
+HOSTILE_BASE = "lexicon/kleine.pose"  # a real 68-frame recording, stretched to 97 frames below
+HOSTILE_FRAMES = 97
+GLITCH = 40  # the frame that gets the glitch
+
+
+def hostile_pose(data_dir, tmp_path, change=None, name: str = "hostile.pose"):
+    """The base recording stretched to 97 frames, ``change(data, confidence, index)`` applied, written to a file.
+
+    ``data`` is frames x points x 3 and ``confidence`` frames x points (person 0, editable); ``index(component,
+    point)`` gives a point's index in the file.
+    """
+    pose = read_pose(data_dir / HOSTILE_BASE)
+    order = np.arange(HOSTILE_FRAMES) % pose.body.data.shape[0]
+    data = np.array(pose.body.data.data[order], dtype=np.float32)
+    confidence = np.array(pose.body.confidence[order], dtype=np.float32)
+    if change is not None:
+        change(data[:, 0], confidence[:, 0], pose.header.get_point_index)
+    path = tmp_path / name
+    path.write_bytes(pose_bytes(with_body(pose, data, confidence)))
+    return path
+
+
+def moved(points: tuple[str, ...], value: float):
+    """A change that puts the x of ``points`` (of the body) at ``value`` pixels in the glitch frame."""
+
+    def change(data, confidence, index):
+        for point in points:
+            data[GLITCH, index(skeleton.BODY, point), 0] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "points, value",
+    [(("LEFT_SHOULDER",), 1e4), (("LEFT_SHOULDER",), 3e38), (("LEFT_SHOULDER", "RIGHT_SHOULDER"), 1e4)],
+)
+def test_one_glitched_frame_moves_neither_centre_nor_scale(data_dir, tmp_path, points, value):
+    """One shoulder (or both) far away in 1 of 97 frames: the shoulder frame changes by < 1 %, the pose is intact."""
+    clean = preprocess.preprocess_file(hostile_pose(data_dir, tmp_path, name="clean.pose"))
+    pose = preprocess.preprocess_file(hostile_pose(data_dir, tmp_path, moved(points, value)))
+    assert abs(pose.scale / clean.scale - 1) < 0.01, (pose.scale, clean.scale)
+    assert np.linalg.norm(pose.center[:2] - clean.center[:2]) / clean.scale < 0.01, (pose.center, clean.center)
+    assert pose.outliers == clean.outliers + len(points)  # the glitched points are masked and counted
+    glitched = [skeleton.canonical_header().get_point_index(skeleton.BODY, p) for p in points]
+    assert pose.mask[GLITCH, glitched].all() and np.isfinite(pose.data).all()
+    same = ~pose.mask & ~clean.mask
+    assert np.abs(pose.data[same].astype(np.float64) - clean.data[same]).max() < 0.02  # not collapsed, not shifted
+
+
+@pytest.mark.parametrize("value", [-0.5, np.nan, np.inf, -np.inf])
+def test_negative_or_non_finite_confidence_is_missing(data_dir, tmp_path, value):
+    def change(data, confidence, index):
+        elbow = index(skeleton.BODY, "LEFT_ELBOW")
+        confidence[3, elbow] = value
+        data[3, elbow] = np.nan  # what a point without a detection may hold: not an error once it is missing
+
+    pose = preprocess.preprocess_file(hostile_pose(data_dir, tmp_path, change))
+    assert pose.mask[3, skeleton.canonical_header().get_point_index(skeleton.BODY, "LEFT_ELBOW")]
+    assert np.isfinite(pose.data).all()
+
+
+def test_shoulders_with_negative_confidence_are_no_body(data_dir, tmp_path):
+    def change(data, confidence, index):
+        confidence[:, [index(skeleton.BODY, "LEFT_SHOULDER"), index(skeleton.BODY, "RIGHT_SHOULDER")]] = -1
+
+    rejected(hostile_pose(data_dir, tmp_path, change), "no body", f"in {HOSTILE_FRAMES} frames")
+
+
+def test_values_beyond_float16_are_masked_and_counted_never_inf(data_dir, tmp_path):
+    """With no outlier limit, a point 10^9 px away (10^7 shoulder widths, float16 tops at 65504) is still masked."""
+    path = hostile_pose(data_dir, tmp_path, moved(("LEFT_HIP",), 1e9))
+    clean = preprocess.preprocess_file(hostile_pose(data_dir, tmp_path, name="clean.pose"), outlier_limit=np.inf)
+    pose = preprocess.preprocess_file(path, outlier_limit=np.inf)
+    assert np.isfinite(pose.data).all() and np.abs(pose.data).max() <= preprocess.FLOAT16_MAX
+    assert pose.outliers == clean.outliers + 1
+    assert pose.mask[GLITCH, skeleton.canonical_header().get_point_index(skeleton.BODY, "LEFT_HIP")]
+
+
+def few_shoulders(data, confidence, index):
+    """Shoulders seen in frames 10 and 60 only (of 97)."""
+    shoulders = [index(skeleton.BODY, "LEFT_SHOULDER"), index(skeleton.BODY, "RIGHT_SHOULDER")]
+    hidden = np.setdiff1d(np.arange(len(confidence)), [10, 60])
+    confidence[hidden[:, None], shoulders] = 0
+
+
+def test_shoulders_seen_in_two_frames_set_the_shoulder_frame(data_dir, tmp_path):
+    path = hostile_pose(data_dir, tmp_path, few_shoulders)
+    pose = preprocess.preprocess_file(path)
+    raw = read_pose(path).body.data.data[[10, 60], 0].astype(np.float64)
+    left = raw[:, read_pose(path).header.get_point_index(skeleton.BODY, "LEFT_SHOULDER")]
+    right = raw[:, read_pose(path).header.get_point_index(skeleton.BODY, "RIGHT_SHOULDER")]
+    np.testing.assert_allclose(pose.center, ((left + right) / 2).mean(axis=0), rtol=1e-9)
+    assert pose.scale == pytest.approx(np.linalg.norm((left - right)[:, :2], axis=-1).mean(), rel=1e-9)
+    assert pose.frames == HOSTILE_FRAMES and np.isfinite(pose.data).all()
