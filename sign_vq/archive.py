@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sign_vq.normalize import number_in
 from sign_vq.posezip import PoseZip, PoseZipWriter
 
 HELP = "join normalize shards into the training archive with a hash-based train/validation split"
@@ -44,7 +45,8 @@ def build_archive(shards: list[Path], output: Path, val_fraction: float = 0.1) -
 
 def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
     parser.add_argument("--output", required=True, type=Path, help="archive to write (.zip)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="fraction of poses for validation")
+    parser.add_argument("--val-fraction", type=number_in(0, 1, high_open=True), default=0.1,
+                        help="fraction of poses for validation (0 to below 1)")
     parser.add_argument("shards", nargs="+", type=Path, metavar="SHARD", help="normalize shards (.zip)")
 
 

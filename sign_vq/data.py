@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sign_vq.posezip import PoseZip
+from sign_vq.posezip import Entries, PoseZip
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"poses": poses, "observed": observed, "padding": padding}
 
 
-def shape_directions(archive: PoseZip, entries: list[dict], seed: int, limit: int = 1000) -> np.ndarray:
+def shape_directions(archive: PoseZip, entries: Entries, seed: int, limit: int = 1000) -> np.ndarray:
     """How one signer's mean pose (build, rest position) differs from another's: the principal directions of the mean
     poses of at most ``limit`` training poses (drawn with ``seed``), each scaled by its spread (K x 178 x 3)."""
     chosen = np.random.default_rng(seed).choice(len(entries), size=min(limit, len(entries)), replace=False)
@@ -83,7 +83,7 @@ class RandomCrops(Dataset):
     def __init__(
         self,
         archive: PoseZip,
-        entries: list[dict],
+        entries: Entries,
         max_frames: int,
         seed: int,
         length: int,
@@ -125,23 +125,27 @@ class StepSampler(Sampler[int]):
 
 
 class Windows(Dataset):
-    """Every pose of ``entries`` cut into consecutive windows of at most ``max_frames`` frames (deterministic)."""
+    """Every pose of ``entries`` cut into consecutive windows of at most ``max_frames`` frames (deterministic; two
+    arrays, not an object per window)."""
 
-    def __init__(self, archive: PoseZip, entries: list[dict], max_frames: int):
+    def __init__(self, archive: PoseZip, entries: Entries, max_frames: int):
         self.archive = archive
-        self.items = [(e, s) for e in entries for s in range(0, e["frames"], max_frames)]
+        positions = np.asarray(entries.positions, np.int64)
+        windows = -(-np.asarray(archive.frames[positions], np.int64) // max_frames)
+        self.poses = np.repeat(positions, windows)
+        self.starts = (np.arange(len(self.poses)) - np.repeat(np.cumsum(windows) - windows, windows)) * max_frames
         self.max_frames = max_frames
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.poses)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        entry, start = self.items[index]
-        return pose_tensors(self.archive.read(entry)[start : start + self.max_frames])
+        pose, start = self.poses[index], self.starts[index]
+        return pose_tensors(self.archive.read(pose)[start : start + self.max_frames])
 
 
-def split_entries(archive: PoseZip, split: str) -> list[dict]:
-    return [e for e in archive.entries if e.get("split") == split]
+def split_entries(archive: PoseZip, split: str) -> Entries:
+    return archive.split(split)
 
 
 class PoseDataModule(L.LightningDataModule):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -105,15 +107,38 @@ def normalize_shard(
     return report
 
 
+def number_in(
+    low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` to ``high``, each bound included unless open; NaN is refused."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected one in {interval}") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):  # NaN is neither
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
     parser.add_argument("--output", required=True, type=Path, help="shard to write (.zip)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--files-from", type=Path, metavar="LIST", help="text file listing .pose files")
     source.add_argument("inputs", nargs="*", type=Path, default=[], metavar="INPUT", help=".pose files")
     parser.add_argument("--root", type=Path, help="pose ids are paths relative to this folder")
-    parser.add_argument("--max-bad-fraction", type=float, default=0.5, help="fail above this fraction of bad files")
-    parser.add_argument("--outlier-limit", type=float, default=preprocess.DEFAULT_OUTLIER_LIMIT,
-                        help="mask points farther than this many shoulder widths from the shoulder centre")
+    parser.add_argument("--max-bad-fraction", type=number_in(0, 1), default=0.5,
+                        help="fail above this fraction of bad files (0 to 1)")
+    parser.add_argument("--outlier-limit", type=number_in(0, math.inf, low_open=True),
+                        default=preprocess.DEFAULT_OUTLIER_LIMIT,
+                        help="mask points farther than this many shoulder widths from the shoulder centre (> 0; "
+                        "inf: only those too far for float16)")
     parser.add_argument("--no-wrist-correction", dest="fix_wrists", action="store_false",
                         help="keep the body-model wrists instead of the hand-model wrists")
 

@@ -1,7 +1,8 @@
 """Per-point sufficient statistics (count, sum, sum of squares in float64) and their exact merge.
 
 `sign-vq stats --output STATS SHARD...` merges the statistics stored in normalize shards into the dataset
-mean/std (a JSON file) that training standardizes with and saves into the model.
+mean/std (a JSON file) that training standardizes with and saves into the model. It reads only each shard's
+metadata, never its pose index. Statistics are validated when merged and when loaded (:func:`check`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sign_vq.fileio import atomic_open
 
 HELP = "merge the per-point statistics of normalize shards into the dataset mean/std"
 SHAPE = (skeleton.NUM_POINTS, skeleton.DIMS)
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # poses are stored as float16: no mean or spread can exceed it
+RTOL = 1e-6  # float64 rounding allowed between sums, and between the sums and a stored mean/std
 
 
 @dataclass
@@ -80,20 +83,65 @@ class PointStats:
 
     @classmethod
     def from_dict(cls, payload: dict, source: str) -> "PointStats":
+        """Statistics from their JSON form, validated (:func:`check`); every problem is a UserError naming ``source``."""
         try:
-            stats = cls(
-                np.asarray(payload["count"], np.int64),
-                np.asarray(payload["sum"], np.float64),
-                np.asarray(payload["sumsq"], np.float64),
-            )
+            count, total, sumsq = (np.asarray(payload[key], np.float64) for key in ("count", "sum", "sumsq"))
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"{source}: not a sign-vq statistics file ({error}); rerun `sign-vq stats`") from None
-        if stats.count.shape != SHAPE or stats.sum.shape != SHAPE or stats.sumsq.shape != SHAPE:
+        if count.shape != SHAPE or total.shape != SHAPE or sumsq.shape != SHAPE:
             raise UserError(
-                f"{source}: statistics for {stats.count.shape[0]} points, expected {skeleton.NUM_POINTS} x 3; "
-                "rerun `sign-vq stats` on shards of this version"
+                f"{source}: statistics for {count.shape[0] if count.ndim else 0} points, expected "
+                f"{skeleton.NUM_POINTS} x 3; rerun `sign-vq stats` on shards of this version"
             )
+        with np.errstate(invalid="ignore"):
+            not_counts = ~np.isfinite(count) | (count != np.round(count)) | (count < 0)
+        if not_counts.any():
+            raise _invalid(source, "counts that are not whole numbers >= 0", not_counts)
+        stats = cls(count.astype(np.int64), total, sumsq)
+        check(stats, source)
+        for key in ("mean", "std"):
+            if key in payload:
+                stored = np.asarray(payload[key], np.float64)
+                if stored.shape != SHAPE or not np.allclose(stored, getattr(stats, key), rtol=RTOL, atol=1e-9):
+                    raise UserError(f"{source}: its {key} disagrees with its sums (edited or damaged); rerun `sign-vq stats`")
         return stats
+
+
+def _invalid(source: str, problem: str, where: np.ndarray) -> UserError:
+    point, axis = np.argwhere(where)[0]
+    return UserError(
+        f"{source}: invalid statistics: {problem} (first at point {point}, axis {'xyz'[axis]}); rerun `sign-vq stats`, "
+        "and `sign-vq normalize` for a shard that has them"
+    )
+
+
+def check(stats: PointStats, source: str) -> None:
+    """Refuse statistics that cannot come from float16 poses: non-finite sums, sums where nothing was counted, a
+    sum of squares below ``sum²/count`` (negative variance), a mean or spread beyond float16."""
+    count, total, sumsq = stats.count, stats.sum, stats.sumsq
+    seen = count > 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        second = np.divide(sumsq, count, out=np.zeros(SHAPE), where=seen)
+        mean = stats.mean
+        problems = [
+            ("non-finite sums", ~np.isfinite(total) | ~np.isfinite(sumsq)),
+            ("sums for a point never seen", ~seen & ((total != 0) | (sumsq != 0))),
+            ("a mean or spread beyond the float16 range of poses", (np.abs(mean) > FLOAT16_MAX) | (second > FLOAT16_MAX**2)),
+            ("a sum of squares below sum²/count (negative variance)", second - np.square(mean) < -RTOL * second - 1e-12),
+        ]
+    for problem, where in problems:
+        if where.any():
+            raise _invalid(source, problem, where)
+
+
+def check_usable(stats: PointStats, source: str) -> None:
+    """Refuse dataset statistics with no point seen twice: every std would be 0 (then the model's floor of
+    0.01), so training would standardize with nothing real."""
+    if stats.count.max() < 2:
+        raise UserError(
+            f"{source}: invalid statistics: no point was seen twice (every std would be 0); "
+            "rerun `sign-vq stats` on the shards of your data"
+        )
 
 
 def load_stats(path: str | Path) -> PointStats:
@@ -104,7 +152,11 @@ def load_stats(path: str | Path) -> PointStats:
         raise UserError(f"{path}: no such statistics file; run `sign-vq stats` first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: corrupt statistics file ({error}); rerun `sign-vq stats`") from None
-    return PointStats.from_dict(payload, str(path))
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: not a sign-vq statistics file (a JSON object is expected); rerun `sign-vq stats`")
+    stats = PointStats.from_dict(payload, str(path))
+    check_usable(stats, str(path))
+    return stats
 
 
 def write_stats(stats: PointStats, path: str | Path) -> None:
@@ -113,15 +165,16 @@ def write_stats(stats: PointStats, path: str | Path) -> None:
 
 
 def merge_shards(shards: list[str | Path]) -> PointStats:
-    """The exact merge of the statistics stored in each shard's index."""
-    from sign_vq.posezip import PoseZip
+    """The exact merge of the statistics stored in each shard's metadata (its pose index is never read)."""
+    from sign_vq.posezip import read_meta
 
     total = PointStats.zeros()
     for shard in shards:
-        zipped = PoseZip(shard)
-        if "stats" not in zipped.index:
+        meta = read_meta(shard)
+        if "stats" not in meta:
             raise UserError(f"{shard}: has no statistics; is it a normalize shard (not an archive)?")
-        total = total.merge(PointStats.from_dict(zipped.index["stats"], str(shard)))
+        total = total.merge(PointStats.from_dict(meta["stats"], str(shard)))
+    check_usable(total, f"the statistics merged from {len(shards)} shard(s) ({shards[0]} ...)")
     return total
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import FULL_468, HANDS_ONLY, OPENPOSE, OUTLIER_FILES, relative
+from test_preprocess import HOSTILE_FRAMES, few_shoulders, hostile_pose, moved
 from sign_vq import preprocess, skeleton
-from sign_vq.cli import main
+from sign_vq.cli import build_parser, main
 from sign_vq.errors import UserError
 from sign_vq.normalize import normalize_shard, pose_id, read_file_list
 from sign_vq.posezip import PoseZip, PoseZipWriter
@@ -372,3 +373,80 @@ def test_missing_pose_zip_and_wrong_format(tmp_path):
         other.writestr("index.json", json.dumps({"format": "something-else", "points": 178, "poses": []}))
     with pytest.raises(UserError, match="not a sign-vq pose zip"):
         PoseZip(tmp_path / "other.zip")
+
+
+# ---------------------------------------------------------------------------- hostile input (issue 13)
+
+
+@pytest.mark.parametrize(
+    "flag, value, problem",
+    [
+        ("--outlier-limit", "-3", "-3 is outside (0, inf]"),
+        ("--outlier-limit", "0", "0 is outside (0, inf]"),
+        ("--outlier-limit", "nan", "nan is outside (0, inf]"),
+        ("--outlier-limit", "five", "'five' is not a number; expected one in (0, inf]"),
+        ("--max-bad-fraction", "-0.1", "-0.1 is outside [0, 1]"),
+        ("--max-bad-fraction", "1.5", "1.5 is outside [0, 1]"),
+        ("--max-bad-fraction", "nan", "nan is outside [0, 1]"),
+    ],
+)
+def test_normalize_flags_out_of_range_are_parser_errors(tmp_path, data_dir, capsys, flag, value, problem):
+    shard = tmp_path / "s.zip"
+    with pytest.raises(SystemExit) as exited:
+        main(["normalize", "--output", str(shard), f"{flag}={value}", str(data_dir / "lexicon" / "essen.pose")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"sign-vq normalize: error: argument {flag}: {problem}"
+    assert not shard.exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "1", "2", "nan", "-inf"])
+def test_archive_val_fraction_out_of_range_is_a_parser_error(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exited:
+        main(["archive", "--output", str(tmp_path / "a.zip"), f"--val-fraction={value}", str(tmp_path / "s.zip")])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"sign-vq archive: error: argument --val-fraction: {value} is outside [0, 1)"
+
+
+def test_numeric_flags_accept_their_bounds():
+    normalize = build_parser("normalize").parse_args(
+        ["normalize", "--output", "s.zip", "--outlier-limit", "inf", "--max-bad-fraction", "1", "a.pose"]
+    )
+    assert (normalize.outlier_limit, normalize.max_bad_fraction) == (np.inf, 1.0)
+    lowest = build_parser("normalize").parse_args(["normalize", "--output", "s", "--max-bad-fraction", "0", "a"])
+    assert lowest.max_bad_fraction == 0
+    archive = build_parser("archive").parse_args(["archive", "--output", "a.zip", "--val-fraction", "0.999", "s.zip"])
+    assert archive.val_fraction == 0.999
+    lowest = build_parser("archive").parse_args(["archive", "--output", "a", "--val-fraction", "0", "s"])
+    assert lowest.val_fraction == 0
+
+
+def seen_in_two_frames(data, confidence, index):
+    """Nothing detected but in frames 10 and 60 (of 97)."""
+    confidence[np.setdiff1d(np.arange(len(confidence)), [10, 60])] = 0
+
+
+def test_hostile_values_never_reach_a_shard_or_the_statistics(data_dir, tmp_path):
+    """Shoulder glitches (10^4 px, 3*10^38), a point beyond float16, shoulders or everything seen in 2 of 97 frames:
+    all normalize (outlier limit off: float16 is the only limit), the far points are masked and counted, every stored
+    value and the statistics are finite."""
+    files = [
+        hostile_pose(data_dir, tmp_path, moved(("LEFT_SHOULDER",), 1e4), "shoulder-1e4.pose"),
+        hostile_pose(data_dir, tmp_path, moved(("LEFT_SHOULDER",), 3e38), "shoulder-3e38.pose"),
+        hostile_pose(data_dir, tmp_path, moved(("LEFT_HIP",), 1e9), "hip-1e9.pose"),
+        hostile_pose(data_dir, tmp_path, few_shoulders, "two-shoulder-frames.pose"),
+        hostile_pose(data_dir, tmp_path, seen_in_two_frames, "two-frames.pose"),
+    ]
+    shard, stats = tmp_path / "shard.zip", tmp_path / "stats.json"
+    command = ["normalize", "--output", str(shard), "--root", str(tmp_path), "--outlier-limit", "inf"]
+    assert main([*command, *map(str, files)]) == 0
+    report = report_of(shard)
+    assert (report["ok"], report["bad"], report["outlier_points"]) == (5, 0, 2)  # the 3e38 shoulder, the 1e9 hip
+    poses = {entry["id"]: masked for entry, masked in PoseZip(shard)}
+    assert all(np.isfinite(masked.compressed()).all() for masked in poses.values())
+    assert all(masked.shape[0] == HOSTILE_FRAMES for masked in poses.values())
+    seen = ~np.ma.getmaskarray(poses["two-frames"]).all(axis=(1, 2))
+    assert np.flatnonzero(seen).tolist() == [10, 60]
+    assert main(["stats", "--output", str(stats), str(shard)]) == 0
+    payload = json.loads(stats.read_text())
+    assert all(np.isfinite(np.array(payload[key], dtype=float)).all() for key in ("mean", "std"))
