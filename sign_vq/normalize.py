@@ -82,7 +82,7 @@ def normalize_shard(
         report = {
             "shard": str(output),
             "files": len(files),
-            "ok": len(writer.entries),
+            "ok": len(writer),
             "bad": len(bad),
             "frames": frames,
             "outlier_points": outliers,

@@ -1,9 +1,8 @@
-"""Per-shard normalize, the exact statistics merge, the pose zip format and their command lines."""
+"""Per-shard normalize, the exact statistics merge and their command lines (the pose zip: test_posezip.py)."""
 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -292,87 +291,6 @@ def test_cli_fails_with_non_zero_status(tmp_path, some_good, real_bad):
     assert main(["normalize", "--output", str(shard), "--files-from", str(tmp_path / "missing.txt")]) != 0
     assert main(["stats", "--output", str(tmp_path / "st.json"), str(tmp_path / "missing.zip")]) != 0
     assert not (tmp_path / "st.json").exists()
-
-
-# ------------------------------------------------------------------------------------------------- pose zip
-
-
-def test_pose_zip_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    poses = {}
-    with PoseZipWriter(tmp_path / "p.zip") as writer:
-        for i, frames in enumerate((1, 7, 40)):
-            data = rng.normal(size=(frames, 178, 3)).astype(np.float16)
-            mask = rng.random((frames, 178)) < 0.2
-            data[mask] = 0
-            writer.add(f"dir/pose{i}", data, mask, {"fps": 25.0 + i, "frames": frames})
-            poses[f"dir/pose{i}"] = (data, mask)
-        writer.close(extra={"key": 1})
-    zipped = PoseZip(tmp_path / "p.zip")
-    assert zipped.index["extra"] == {"key": 1} and len(zipped) == 3
-    for entry, masked in zipped:
-        data, mask = poses[entry["id"]]
-        assert masked.dtype == np.float16 and masked.shape == data.shape
-        assert np.array_equal(np.ma.getmaskarray(masked), np.repeat(mask[..., None], 3, axis=-1))
-        assert np.array_equal(masked.filled(0), data)  # unmasked values are exact
-        assert entry["fps"] == 25.0 + int(entry["id"][-1])
-    with zipfile.ZipFile(tmp_path / "p.zip") as raw:
-        assert all(info.compress_type == zipfile.ZIP_STORED for info in raw.infolist())
-    assert leftovers(tmp_path) == []
-
-
-def test_pose_zip_writer_aborts_on_error(tmp_path):
-    with pytest.raises(RuntimeError):
-        with PoseZipWriter(tmp_path / "p.zip") as writer:
-            writer.add("a", np.zeros((1, 178, 3), np.float16), np.zeros((1, 178), bool), {})
-            raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.fixture
-def small_zip(tmp_path) -> Path:
-    path = tmp_path / "p.zip"
-    with PoseZipWriter(path) as writer:
-        writer.add("a", np.ones((50, 178, 3), np.float16), np.zeros((50, 178), bool), {})
-        writer.close()
-    return path
-
-
-@pytest.mark.parametrize(
-    "damage",
-    [
-        lambda raw: raw[: len(raw) // 2],
-        lambda raw: raw[:-10],
-        lambda raw: b"",
-        lambda raw: np.random.default_rng(1).bytes(len(raw)),
-    ],
-    ids=["half", "tail-cut", "empty", "garbage"],
-)
-def test_corrupt_or_truncated_pose_zip_names_the_file(small_zip, damage):
-    small_zip.write_bytes(damage(small_zip.read_bytes()))
-    with pytest.raises(UserError) as caught:
-        PoseZip(small_zip)
-    assert str(small_zip) in str(caught.value) and "corrupt or truncated" in str(caught.value)
-
-
-def test_damaged_pose_member_names_the_file_and_pose(small_zip):
-    raw = bytearray(small_zip.read_bytes())
-    start = raw.index(b"\x00\x3c" * 8)  # float16 ones inside the stored member
-    raw[start + 1] ^= 0xFF
-    small_zip.write_bytes(bytes(raw))
-    zipped = PoseZip(small_zip)
-    with pytest.raises(UserError) as caught:
-        zipped.read(zipped.entries[0])
-    assert str(small_zip) in str(caught.value) and "'a'" in str(caught.value)
-
-
-def test_missing_pose_zip_and_wrong_format(tmp_path):
-    with pytest.raises(UserError, match="no such file"):
-        PoseZip(tmp_path / "absent.zip")
-    with zipfile.ZipFile(tmp_path / "other.zip", "w") as other:
-        other.writestr("index.json", json.dumps({"format": "something-else", "points": 178, "poses": []}))
-    with pytest.raises(UserError, match="not a sign-vq pose zip"):
-        PoseZip(tmp_path / "other.zip")
 
 
 # ---------------------------------------------------------------------------- hostile input (issue 13)
