@@ -1,15 +1,19 @@
 """The validated configuration: one JSON Schema (`config.schema.yaml`) for the workflow and the library.
 
 Unknown keys are rejected and wrong types named with their allowed values; missing keys get the schema's defaults.
+Beyond the schema: every number must be finite, no text may hold control characters, and the model must be buildable
+(heads divide d_model, some part weight > 0, static dims below the code dimensions) — all checked before any job.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import math
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jsonschema
 import yaml
@@ -42,13 +46,68 @@ def _describe(error: jsonschema.ValidationError, source: str) -> str:
         return f"{source}: unknown config key {keys}; allowed keys here: {', '.join(allowed)}"
     node = error.schema
     allowed = node.get("enum")
+    if "errorMessage" in node and error.validator == "pattern":
+        return _invalid(source, where, error.instance, f"expected {node['errorMessage']}")
     expected = f"one of {allowed}" if allowed else f"{node.get('type', 'valid')}"
-    limits = [f"{k} {node[k]}" for k in ("minimum", "maximum", "exclusiveMinimum", "pattern", "minItems") if k in node]
+    limits = [f"{k} {node[k]}" for k in LIMITS if k in node]
     hint = f" ({', '.join(limits)})" if limits else ""
-    return f"{source}: config key {where or '(top level)'} = {error.instance!r} is invalid: expected {expected}{hint}"
+    return _invalid(source, where or "(top level)", error.instance, f"expected {expected}{hint}")
+
+
+LIMITS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "minItems", "maxItems")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _invalid(source: str, key: str, value: Any, reason: str) -> str:
+    return f"{source}: config key {key} = {value!r} is invalid: {reason}"
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every scalar in ``value`` (list items as ``key[i]``)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _leaves(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _leaves(child, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def _check_values(config: dict, source: str) -> None:
+    """Numbers finite (NaN passes every schema range), text free of control characters (a newline passes `$`)."""
+    for key, value in _leaves(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(_invalid(source, key, value, "expected a finite number"))
+        if isinstance(value, str) and CONTROL.search(value):
+            raise UserError(_invalid(source, key, value, "control characters (newline, tab, ...) are not allowed"))
+
+
+def _check_model(train: dict, source: str) -> None:
+    """What building and training the model needs beyond each key's own range."""
+    model, weights = train["model"], train["loss"]["part_weights"]
+    if model["d_model"] % model["heads"]:
+        raise UserError(_invalid(
+            source, "train.model.heads", model["heads"], f"must divide train.model.d_model ({model['d_model']})"
+        ))
+    code_dims = model["num_codebooks"] * len(model["levels"])
+    if model["static_dims"] >= code_dims:
+        raise UserError(_invalid(
+            source, "train.model.static_dims", model["static_dims"],
+            f"must be below num_codebooks x len(levels) = {code_dims} (0 = off)",
+        ))
+    if not any(weight > 0 for weight in weights.values()):
+        raise UserError(_invalid(
+            source, "train.loss.part_weights", weights, "at least one part weight must be above 0"
+        ))
 
 
 def _fill_defaults(node: dict, value: Any) -> Any:
+    """Missing keys take their defaults; whole floats given for integer keys (`300.0`) become ints."""
+    if node.get("type") == "integer" and isinstance(value, float):
+        return int(value)
+    if node.get("type") == "array" and isinstance(value, list):
+        return [_fill_defaults(node.get("items", {}), item) for item in value]
     if node.get("type") != "object" or not isinstance(value, dict):
         return value
     for key, child in node.get("properties", {}).items():
@@ -68,7 +127,11 @@ def validate(config: dict | None, source: str = "config") -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise UserError(_describe(errors[0], source))
-    return _fill_defaults(schema(), config)
+    _check_values(config, source)
+    config = _fill_defaults(schema(), config)
+    if "train" in config:
+        _check_model(config["train"], source)
+    return config
 
 
 def load_config(path: str | Path | None) -> dict:

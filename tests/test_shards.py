@@ -1,4 +1,5 @@
-"""Shard lists: stable hashing, one new name changes one list, unchanged lists keep their mtime."""
+"""Shard lists: stable hashing, one new name changes one list, unchanged lists keep their mtime, bad entries of a
+folder are skipped with their reason, any listable name survives a list round trip."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from sign_vq.errors import UserError
-from sign_vq.normalize import read_file_list
 from sign_vq.shards import (
     find_poses,
     list_path,
+    read_list,
     relative_key,
+    scan_poses,
     shard_of,
+    shard_texts,
     write_local_shard_lists,
     write_shard_lists,
 )
@@ -70,7 +73,7 @@ def test_all_lists_written_relative_sorted_and_readable(tmp_path):
         lines = list_path(lists, k).read_text().splitlines()
         assert lines == sorted(lines)
         assert all(line.startswith("../data/") for line in lines)
-        listed += [p.resolve() for p in read_file_list(list_path(lists, k))]
+        listed += [p.resolve() for p in read_list(list_path(lists, k))]
         for line in lines:
             assert shard_of(line[len("../data/"):], 5) == k
     assert sorted(listed) == sorted(f.resolve() for f in files)
@@ -117,5 +120,90 @@ def test_find_poses_skips_other_files_and_sync_temp(tmp_path):
 
 def test_real_data_local_mode_is_complete(data_dir, tmp_path):
     write_local_shard_lists(data_dir, tmp_path, 8)
-    listed = [p for k in range(8) for p in read_file_list(list_path(tmp_path, k))]
+    listed = [p for k in range(8) for p in read_list(list_path(tmp_path, k))]
     assert sorted(p.resolve() for p in listed) == sorted(data_dir.rglob("*.pose"))
+
+
+def test_bad_entries_are_skipped_with_their_reason_and_the_rest_listed(tmp_path):
+    good = _tree(tmp_path, ["good.pose", "sub/also good.pose", "x.pose/inside.pose"])
+    _tree(tmp_path, ["bad\nname.pose", "tab\tname.pose"])
+    (tmp_path / "a.pose").symlink_to("b.pose")
+    (tmp_path / "b.pose").symlink_to("a.pose")
+    (tmp_path / "dangling.pose").symlink_to("missing.pose")
+    os.mkfifo(tmp_path / "fifo.pose")
+    Path(os.fsdecode(os.fsencode(tmp_path) + b"/latin1-\xe9.pose")).write_bytes(b"x")
+    listing = scan_poses(tmp_path)
+    assert listing.files == sorted(good)
+    reasons = {Path(path).name: reason for path, reason in listing.skipped}
+    assert reasons == {
+        "a.pose": "Too many levels of symbolic links",
+        "b.pose": "Too many levels of symbolic links",
+        "bad\nname.pose": "the name holds a line break or control character",
+        "tab\tname.pose": "the name holds a line break or control character",
+        "dangling.pose": "No such file or directory",
+        "fifo.pose": "not a regular file",
+        "x.pose": "a folder, not a pose file",
+        os.fsdecode(b"latin1-\xe9.pose"): "the name is not valid UTF-8",
+    }
+    report = listing.report().splitlines()
+    assert report[0] == "path\treason" and len(report) == 1 + len(reasons)
+    assert f"{tmp_path}/bad\\nname.pose\tthe name holds a line break or control character" in report
+    assert f"{tmp_path}/latin1-\\xe9.pose\tthe name is not valid UTF-8" in report
+    assert find_poses(tmp_path) == listing.files
+
+
+def _as_another_user(monkeypatch) -> None:
+    """Root reads whatever the mode: make the access checks and folder listing answer as another user would."""
+    def unreadable(path) -> bool:
+        return os.stat(path).st_mode & 0o444 == 0
+
+    monkeypatch.setattr(os, "access", lambda path, mode: not unreadable(path))
+    scandir = os.scandir
+
+    def refusing_scandir(path):
+        if unreadable(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing_scandir)
+
+
+def test_unreadable_files_and_folders_are_skipped(tmp_path, monkeypatch):
+    (good,) = _tree(tmp_path, ["good.pose"])
+    locked, hidden = _tree(tmp_path, ["locked.pose", "closed/inner.pose"])
+    locked.chmod(0)
+    hidden.parent.chmod(0)
+    if os.geteuid() == 0:
+        _as_another_user(monkeypatch)
+    try:
+        listing = scan_poses(tmp_path)
+    finally:
+        hidden.parent.chmod(0o755)
+    assert listing.files == [good]
+    assert dict(listing.skipped) == {
+        str(locked): "not readable (permission denied)",
+        str(hidden.parent): "cannot list the folder (Permission denied)",
+    }
+
+
+def test_any_listable_name_survives_a_list_round_trip(tmp_path):
+    names = ["#hash.pose", " lead space.pose", "unicode-ü-手.pose", "semi;colon $(x) 'q'.pose", "d/ spaced dir/a.pose"]
+    files = _tree(tmp_path, names)
+    texts = shard_texts(files, tmp_path, 1, key=relative_key(tmp_path))
+    assert all(line.startswith("./") for line in texts[0].splitlines())
+    list_file = tmp_path / "list.txt"
+    list_file.write_text(texts[0])
+    assert sorted(read_list(list_file)) == sorted(files)
+
+
+def test_names_that_cannot_be_lines_are_left_out_of_lists(tmp_path):
+    files = [tmp_path / "ok.pose", tmp_path / "new\nline.pose", Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xff.pose"))]
+    assert shard_texts(files, tmp_path, 1) == ["./ok.pose\n"]
+
+
+def test_an_unreadable_list_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="cannot read the file list"):
+        read_list(tmp_path / "missing.txt")
+    (tmp_path / "latin1.txt").write_bytes(b"\xff.pose\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_list(tmp_path / "latin1.txt")

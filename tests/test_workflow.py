@@ -1,13 +1,15 @@
 """The Snakemake workflow: style and lint, config errors, the DAG, reruns of only the stale stages, the report.
 
-Every run happens in a temporary working directory (its own config/config.yaml, a copy of the example poses and a
-tiny training config), never in the repository's results/.
+Every run happens in a temporary working directory (its own config/config.yaml: the repository's defaults with the
+small test configuration of .test/config/config.yaml, and a copy of the example poses), never in the repository's
+results/. Hostile values (shell syntax, spaces, unicode in paths, bad files in the input folder) run as data.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -23,20 +25,8 @@ SNAKEMAKE = BIN / "snakemake"
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 EXAMPLES = REPO / "examples" / "poses"
 STAGES = ("normalize", "stats", "archive", "train", "render")
-
-# A training run of a few seconds on a CPU.
-TINY_TRAIN = {
-    "max_steps": 6,
-    "batch_size": 4,
-    "max_frames": 32,
-    "warmup_steps": 2,
-    "checkpoint_every": 3,
-    "val_every": 3,
-    "accelerator": "cpu",
-    "wandb": {"mode": "disabled"},
-    "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1},
-}
-TINY_RENDER = {"num_poses": 1, "max_frames": 20, "gif": False}
+LOCAL_JOBS = ("shard_list", "skipped_files", "train_config")  # files derived from the config and the folder
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"  # a training run of a few seconds on a CPU
 
 
 def deep_update(base: dict, changes: dict) -> dict:
@@ -49,9 +39,10 @@ def deep_update(base: dict, changes: dict) -> dict:
 
 
 def write_config(workdir: Path, changes: dict | None = None) -> dict:
-    """workdir/config/config.yaml: the repository's defaults, local poses, tiny training, plus ``changes``."""
+    """workdir/config/config.yaml: the repository's defaults, the test config, local poses, plus ``changes``."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    deep_update(config, {"input": {"local_dir": "poses"}, "train": TINY_TRAIN, "render": TINY_RENDER})
+    deep_update(config, yaml.safe_load(TEST_CONFIG.read_text()))
+    deep_update(config, {"input": {"local_dir": "poses"}})
     deep_update(config, changes or {})
     (workdir / "config").mkdir(exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -100,6 +91,17 @@ def planned_jobs(output: str) -> list[tuple[str, str]]:
     return sorted(jobs)
 
 
+def stage_jobs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The jobs of the five stages (and sync), without the local jobs that write derived files."""
+    return [(rule, wildcards) for rule, wildcards in jobs if rule not in LOCAL_JOBS]
+
+
+def shell_commands(output: str) -> list[list[str]]:
+    """Every `Shell command:` of a dry run, split as the shell would split it."""
+    return [shlex.split(line.split(":", 1)[1]) for line in output.splitlines() if line.startswith("Shell command: ")
+            and "None" != line.split(":", 1)[1].strip()]
+
+
 def dry_run(workdir: Path, *args: str, profile: str = "local") -> list[tuple[str, str]]:
     return planned_jobs(snakemake(workdir, "--dry-run", *args, profile=profile).stdout)
 
@@ -122,24 +124,40 @@ def test_lint_reports_nothing(tmp_path, bucket):
     assert "Congratulations" in output
 
 
-def test_dry_run_on_a_clean_clone_lists_the_five_stages(tmp_path):
+def test_dry_run_on_a_clean_clone_lists_the_five_stages_and_writes_nothing(tmp_path):
     workdir = make_workdir(tmp_path)
     jobs = dry_run(workdir)
     rules = [rule for rule, _ in jobs]
-    assert sorted(set(rules)) == sorted(STAGES)
-    assert rules.count("normalize") == 4
+    assert sorted(set(rules)) == sorted(STAGES + LOCAL_JOBS)
+    assert rules.count("normalize") == rules.count("shard_list") == 4
     assert sorted(w for r, w in jobs if r == "normalize") == [f"shard={k:03d}" for k in range(4)]
-    for stage in STAGES[1:]:
+    for stage in STAGES[1:] + LOCAL_JOBS[1:]:
         assert rules.count(stage) == 1
-    assert not (workdir / "results" / "shards").exists(), "a dry run must not run jobs"
+    assert not (workdir / "results").exists(), "a dry run writes nothing: no lists, no train config"
+
+
+def test_the_test_config_runs_from_the_dot_test_folder(tmp_path):
+    """The catalogue's convention: `snakemake --directory .test` runs the small config on the examples (here in a
+    copy of the repository's layout, so the repository's own .test/ keeps no state)."""
+    shutil.copytree(REPO / ".test" / "config", tmp_path / ".test" / "config")
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    result = subprocess.run(
+        [str(SNAKEMAKE), "--snakefile", str(SNAKEFILE), "--profile", str(REPO / "profiles" / "local"),
+         "--directory", ".test", "--dry-run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout
+    assert sorted({rule for rule, _ in planned_jobs(result.stdout)} - {"all"}) == sorted(STAGES + LOCAL_JOBS)
 
 
 def test_bucket_mode_dry_run_starts_with_the_sync_checkpoint(tmp_path):
     workdir = make_workdir(tmp_path, {"input": {"bucket": "gs://sign-vq-test/poses", "mirror_dir": "mirror"}})
     result = snakemake(workdir, "--dry-run")
-    assert "sign-vq sync --bucket gs://sign-vq-test/poses --output mirror" in result.stdout
+    assert "-m sign_vq.cli sync --bucket gs://sign-vq-test/poses --output mirror" in result.stdout
     # the shards are known only after sync: the dry run plans sync and the stages after the shards
-    assert [rule for rule, _ in planned_jobs(result.stdout)] == sorted(["sync", "stats", "archive", "train", "render"])
+    assert [rule for rule, _ in planned_jobs(result.stdout)] == sorted(
+        ["sync", "stats", "archive", "train", "render", "train_config"]
+    )
     assert not (workdir / "results" / "lists").exists(), "bucket mode writes no lists before sync"
 
 
@@ -166,8 +184,14 @@ def test_dag_renders_with_dot(tmp_path):
         ({"train": {"precision": "64"}}, ["train.precision", "'bf16-mixed'"]),
         ({"input": {"num_shards": 0}}, ["input.num_shards", "minimum 1"]),
         ({"normalise": {}}, ["unknown config key normalise", "normalize"]),
+        ({"train": {"lr": float("nan")}}, ["train.lr = nan", "finite"]),
+        ({"train": {"model": {"d_model": 10, "heads": 4}}}, ["train.model.heads = 4", "must divide"]),
+        ({"archive": {"val_fraction": 1}}, ["archive.val_fraction", "exclusiveMaximum 1"]),
+        ({"input": {"bucket": "gs://AB/x"}}, ["input.bucket", "gs://BUCKET[/PREFIX]"]),
+        ({"results": "-rf"}, ["config key results = '-rf'", "does not start with '-'"]),
     ],
-    ids=["unknown-key", "wrong-type", "not-in-enum", "out-of-range", "unknown-section"],
+    ids=["unknown-key", "wrong-type", "not-in-enum", "out-of-range", "unknown-section", "nan", "heads", "val-1",
+         "bucket", "dash-path"],
 )
 def test_a_wrong_config_stops_before_any_job(tmp_path, changes, expected):
     workdir = make_workdir(tmp_path, changes)
@@ -185,6 +209,65 @@ def test_a_missing_input_folder_is_a_clear_error(tmp_path):
     result = snakemake(workdir, "--dry-run", check=False)
     assert result.returncode != 0
     assert "input.local_dir" in result.stdout and "no-such-folder" in result.stdout
+
+
+# --- hostile values are data: quoted in every shell command ------------------------------------------------------
+
+INJECTIONS = {
+    "bucket": {"input": {"bucket": "gs://abc/x --help; touch pwned; exit 0 #", "mirror_dir": "mirror"}},
+    "results": {"results": "out$(touch pwned)"},
+    "local_dir": {"input": {"local_dir": "in;touch pwned;x"}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(INJECTIONS))
+def test_a_shell_injection_in_the_config_is_one_quoted_argument(tmp_path, name):
+    workdir = make_workdir(tmp_path, INJECTIONS[name])
+    if name == "local_dir":
+        (workdir / "poses").rename(workdir / "in;touch pwned;x")
+    value = INJECTIONS[name].get("results") or INJECTIONS[name]["input"][name]
+    arguments = [argument for command in shell_commands(snakemake(workdir, "--dry-run").stdout) for argument in command]
+    assert any(value in argument for argument in arguments), "the value reaches the commands"
+    assert all(value in argument for argument in arguments if "pwned" in argument), "never split into words"
+    assert not list(tmp_path.rglob("pwned"))
+
+
+HOSTILE_RESULTS = "rés ults$(touch pwned)"
+HOSTILE_INPUT = "in;touch pwned;x ü"
+BAD_NAMES = {
+    "bad\\nname.pose": "the name holds a line break or control character",
+    "loop-a.pose": "Too many levels of symbolic links",
+    "loop-b.pose": "Too many levels of symbolic links",
+    "folder.pose": "a folder, not a pose file",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """The workflow run to the end with shell syntax, a space and unicode in `results` and `input.local_dir`, and
+    a newline name, a symlink loop and a folder named `.pose` among the example poses."""
+    workdir = make_workdir(
+        tmp_path_factory.mktemp("hostile") / "run",
+        {"results": HOSTILE_RESULTS, "input": {"local_dir": HOSTILE_INPUT, "num_shards": 2}},
+    )
+    poses = (workdir / "poses").rename(workdir / HOSTILE_INPUT)
+    shutil.copy(EXAMPLES / "lexicon" / "pizza.pose", poses / "bad\nname.pose")
+    (poses / "loop-a.pose").symlink_to("loop-b.pose")
+    (poses / "loop-b.pose").symlink_to("loop-a.pose")
+    (poses / "folder.pose").mkdir()
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.slow
+def test_hostile_paths_run_as_data_and_bad_files_are_skipped_and_reported(hostile_run):
+    results = hostile_run / HOSTILE_RESULTS
+    assert (results / "model" / "model.ckpt").is_file() and (results / "render" / "metrics.json").is_file()
+    assert not list(hostile_run.parent.rglob("pwned")), "no value of the config ran as a command"
+    listed = [line for path in (results / "lists").glob("shard-*.txt") for line in path.read_text().splitlines()]
+    assert len(listed) == len(list(EXAMPLES.rglob("*.pose"))), "every good file is listed, no bad one"
+    report = (results / "lists" / "skipped.tsv").read_text().splitlines()
+    assert sorted(report[1:]) == sorted(f"{HOSTILE_INPUT}/{name}\t{reason}" for name, reason in BAD_NAMES.items())
 
 
 # --- a real run on the examples, then reruns of only what is stale ----------------------------------------------
@@ -249,7 +332,7 @@ def test_the_report_holds_videos_metrics_curves_and_runtimes(finished_run):
 def test_a_new_hyper_parameter_reruns_train_and_render_only(finished_run):
     write_config(finished_run, {"train": {"lr": 0.002}})
     try:
-        assert dry_run(finished_run) == [("render", ""), ("train", "")]
+        assert dry_run(finished_run) == [("render", ""), ("train", ""), ("train_config", "")]
     finally:
         write_config(finished_run)
     # back to the old value: the dry run left the trained model up to date
@@ -273,13 +356,33 @@ def test_a_new_pose_file_reruns_only_its_shard_and_what_follows(finished_run):
     shutil.copy(source, added)
     shard = shard_of_file("lexicon/pizza-again.pose")
     expected = sorted([("normalize", f"shard={shard}"), ("stats", ""), ("archive", ""), ("train", ""), ("render", "")])
-    assert dry_run(finished_run) == expected
+    jobs = dry_run(finished_run)
+    assert stage_jobs(jobs) == expected
+    assert [(rule, wildcards.split(",")[0]) for rule, wildcards in jobs if rule in LOCAL_JOBS] == [
+        ("shard_list", f"shard={shard}")
+    ], "one new list, for the new file's shard"
     # and a real run does exactly that, after which nothing is left to do
     before = {p.name: p.stat().st_mtime_ns for p in (finished_run / "results" / "shards").glob("shard-*.zip")}
     snakemake(finished_run)
     after = {p.name: p.stat().st_mtime_ns for p in (finished_run / "results" / "shards").glob("shard-*.zip")}
     changed = sorted(name for name in after if after[name] != before[name])
     assert changed == [f"shard-{shard}.zip"]
+    assert dry_run(finished_run) == []
+
+
+@pytest.mark.slow
+def test_a_dry_run_with_another_folder_leaves_the_lists_alone(finished_run):
+    lists = finished_run / "results" / "lists"
+    before = {p.name: p.stat().st_mtime_ns for p in lists.iterdir()}
+    other = finished_run / "other"
+    other.mkdir(exist_ok=True)
+    shutil.copy(EXAMPLES / "lexicon" / "pizza.pose", other / "pizza.pose")
+    write_config(finished_run, {"input": {"local_dir": "other", "num_shards": 2}})
+    try:
+        assert "normalize" in {rule for rule, _ in dry_run(finished_run)}
+    finally:
+        write_config(finished_run)
+    assert {p.name: p.stat().st_mtime_ns for p in lists.iterdir()} == before
     assert dry_run(finished_run) == []
 
 

@@ -11,12 +11,14 @@ rule archive:
     benchmark:
         f"{RESULTS}/benchmarks/archive.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/poses.yaml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=lambda wildcards, attempt: 120 * attempt,
     params:
+        cli=SIGN_VQ,
         val_fraction=config["archive"]["val_fraction"],
     shell:
-        "sign-vq archive --output {output} --val-fraction {params.val_fraction} {input} > {log} 2>&1"
+        "{params.cli} archive --output {output:q} --val-fraction {params.val_fraction}"
+        " {input:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# Helpers shared by the rules: config validation, the shard lists, input functions, train resources.
+# Helpers shared by the rules: config validation, the command the rules run, the shard lists, input functions,
+# train resources.
 import hashlib
 import os
 import shlex
@@ -7,13 +8,20 @@ from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+# The package is imported from this repository (its light modules: config, shards need only PyYAML and jsonschema,
+# which Snakemake itself depends on), so the workflow and `sign-vq train --config` validate with one schema and the
+# local lists are sharded exactly as `sign-vq sync` shards a bucket.
+REPO = os.path.dirname(os.path.abspath(workflow.basedir))
+sys.path.insert(0, REPO)
 
 from sign_vq.config import validate as validate_sign_vq_config
 from sign_vq.errors import UserError
-from sign_vq.fileio import write_text_if_changed
-from sign_vq.normalize import read_file_list
-from sign_vq.shards import list_path, write_local_shard_lists
+from sign_vq.fileio import atomic_open
+from sign_vq.shards import read_list, relative_key, scan_poses, shard_texts
 
 # --- configuration -----------------------------------------------------------------------------------------------
 # sign_vq.config names the wrong key and its allowed values in one line; Snakemake's own check follows.
@@ -34,42 +42,75 @@ INPUT_ROOT = config["input"]["mirror_dir"] if BUCKET else config["input"]["local
 LISTS = f"{RESULTS}/lists"
 TRAIN = config["train"]
 
-# The rules call `sign-vq`: the one installed beside the Python that runs Snakemake (no need to activate the venv;
-# Slurm jobs run that same Python).
-shell.prefix(
-    f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; '
+# --- the command the rules run (every value in a shell command is quoted with {...:q}) -----------------------------
+# With --software-deployment-method conda each job runs in its rule's environment (workflow/envs/), which holds the
+# dependencies, and runs this repository's code. Otherwise jobs run the Python that runs Snakemake, so the venv of
+# `make demo` needs no activation. A param, so a switch of software (deployment method or Python) reruns the jobs.
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    SIGN_VQ = f"env PYTHONPATH={shlex.quote(REPO)} python -m sign_vq.cli"
+else:
+    SIGN_VQ = f"{shlex.quote(sys.executable)} -m sign_vq.cli"
+
+
+# --- files named by their content (written by local rules, never while the workflow is parsed) -------------------
+def content_name(prefix, text, suffix):
+    """`PREFIX-<hash of text>SUFFIX`: a new content is a new file, an unchanged one keeps its file and mtime."""
+    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:12]}{suffix}"
+
+
+# The train section (and render, when training renders) alone: a new hyper-parameter is a new input of train (train
+# and render rerun, nothing upstream), and a dry run with other values leaves the current file alone.
+TRAIN_YAML = yaml.safe_dump(
+    {"train": TRAIN, **({"render": config["render"]} if TRAIN["render_every"] else {})},
+    sort_keys=True,
 )
+TRAIN_CONFIG = content_name(f"{RESULTS}/configs/train", TRAIN_YAML, ".yaml")
 
-# --- files written at parse time (only when their content changes, so their mtimes say what is stale) -------------
-# The train section alone, in a file named by its content: a new hyper-parameter is a new input of train (train and
-# render rerun, nothing upstream), and a dry run with other values leaves the current file (and its mtime) alone.
-_train_yaml = yaml.safe_dump({"train": TRAIN}, sort_keys=True)
-TRAIN_CONFIG = f"{RESULTS}/configs/train-{hashlib.sha256(_train_yaml.encode()).hexdigest()[:12]}.yaml"
-write_text_if_changed(TRAIN_CONFIG, _train_yaml)
-
-# Local mode: the shard lists come straight from the folder (bucket mode: the sync checkpoint writes them).
-if not BUCKET:
+# Local mode: the folder is listed here (read only) and each non-empty shard's list is the output of a `shard_list`
+# job, named by its content: adding one file makes one new list, so only its shard reruns. Entries that cannot be
+# pose files or list lines are skipped and reported in LISTS/skipped.tsv. Bucket mode: the sync checkpoint writes
+# the lists.
+if BUCKET:
+    LOCAL_LISTS, SKIPPED_REPORT = {}, ""
+else:
     try:
-        write_local_shard_lists(Path(INPUT_ROOT), Path(LISTS), NUM_SHARDS)
+        _listing = scan_poses(Path(INPUT_ROOT))
     except UserError as error:
         raise WorkflowError(f"input.local_dir: {error}") from None
+    _texts = shard_texts(
+        _listing.files, Path(LISTS), NUM_SHARDS, key=relative_key(INPUT_ROOT)
+    )
+    LOCAL_LISTS = {
+        f"{k:03d}": text for k, text in enumerate(_texts) if text
+    }  # shard name -> list text
+    SKIPPED_REPORT = _listing.report()
+    if _listing.skipped and workflow.is_main_process:
+        logger.warning(
+            f"input.local_dir: {len(_listing.skipped)} entries skipped (not readable pose files or names that "
+            f"cannot be listed), see {LISTS}/skipped.tsv"
+        )
+
+
+def local_list(shard):
+    """The content-named list file of a non-empty local shard."""
+    return content_name(f"{LISTS}/shard-{shard}", LOCAL_LISTS[shard], ".txt")
+
+
+def write_derived(path, text, log):
+    """Write a file derived from the config or the listing (the local rules of rules/inputs.smk)."""
+    with atomic_open(path) as handle:
+        handle.write(text)
+    Path(log).write_text(f"{path}: {len(text.splitlines())} lines\n")
 
 
 # --- input functions ---------------------------------------------------------------------------------------------
-def shard_name(shard):
-    """`003` for shard 3: the wildcard value used in list and shard file names."""
-    return list_path(Path(LISTS), shard).stem.removeprefix("shard-")
-
-
 def get_shards():
-    """Names of the non-empty shards (bucket mode: after the sync checkpoint has written the lists)."""
-    if BUCKET:
-        checkpoints.sync.get()
-    return [
-        shard_name(k)
-        for k in range(NUM_SHARDS)
-        if os.path.getsize(list_path(Path(LISTS), k)) > 0
-    ]
+    """Names (`003`) of the non-empty shards (bucket mode: after the sync checkpoint has written the lists)."""
+    if not BUCKET:
+        return sorted(LOCAL_LISTS)
+    checkpoints.sync.get()
+    names = [f"{k:03d}" for k in range(NUM_SHARDS)]
+    return [name for name in names if os.path.getsize(f"{LISTS}/shard-{name}.txt") > 0]
 
 
 def get_shard_zips(wildcards):
@@ -80,12 +121,17 @@ def get_normalize_input(wildcards):
     """The shard's list and exactly the pose files it names: adding a file reruns only its shard."""
     if BUCKET:
         checkpoints.sync.get()
-    files_from = f"{LISTS}/shard-{wildcards.shard}.txt"
-    try:
-        poses = [os.path.normpath(p) for p in read_file_list(Path(files_from))]
-    except UserError as error:
-        raise WorkflowError(str(error)) from None
-    return {"files_from": files_from, "poses": poses}
+        files_from = f"{LISTS}/shard-{wildcards.shard}.txt"
+        try:
+            files = read_list(Path(files_from))
+        except UserError as error:
+            raise WorkflowError(str(error)) from None
+    else:
+        files_from = local_list(wildcards.shard)
+        files = [
+            Path(LISTS, line) for line in LOCAL_LISTS[wildcards.shard].splitlines()
+        ]
+    return {"files_from": files_from, "poses": [os.path.normpath(p) for p in files]}
 
 
 def get_final_outputs():
@@ -93,6 +139,7 @@ def get_final_outputs():
         f"{RESULTS}/stats.json",
         f"{RESULTS}/model/model.ckpt",
         f"{RESULTS}/render/metrics.json",
+        *([] if BUCKET else [f"{LISTS}/skipped.tsv"]),
     ]
 
 

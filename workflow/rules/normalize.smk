@@ -14,20 +14,21 @@ rule normalize:
     wildcard_constraints:
         shard=r"\d+",
     conda:
-        "../../environment.yml"
+        "../envs/poses.yaml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
+        cli=SIGN_VQ,
         root=INPUT_ROOT,
         max_bad_fraction=config["normalize"]["max_bad_fraction"],
         outlier_limit=config["normalize"]["outlier_limit"],
         wrists="" if config["normalize"]["correct_wrists"] else "--no-wrist-correction",
     shell:
-        "sign-vq normalize --output {output.shard} --files-from {input.files_from} --root {params.root}"
-        " --max-bad-fraction {params.max_bad_fraction} --outlier-limit {params.outlier_limit}"
-        " {params.wrists} > {log} 2>&1"
+        "{params.cli} normalize --output {output.shard:q} --files-from {input.files_from:q}"
+        " --root {params.root:q} --max-bad-fraction {params.max_bad_fraction}"
+        " --outlier-limit {params.outlier_limit} {params.wrists} > {log:q} 2>&1"
 
 
 rule stats:
@@ -40,10 +41,12 @@ rule stats:
     benchmark:
         f"{RESULTS}/benchmarks/stats.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/poses.yaml"
     threads: 1
     resources:
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,
+    params:
+        cli=SIGN_VQ,
     shell:
-        "sign-vq stats --output {output} {input} > {log} 2>&1"
+        "{params.cli} stats --output {output:q} {input:q} > {log:q} 2>&1"

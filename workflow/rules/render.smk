@@ -32,16 +32,18 @@ rule render:
     benchmark:
         f"{RESULTS}/benchmarks/render.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/render.yaml"
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
+        cli=SIGN_VQ,
         output=lambda wildcards, output: os.path.dirname(output.metrics),
         num_poses=config["render"]["num_poses"],
         max_frames=config["render"]["max_frames"],
         gif="" if config["render"]["gif"] else "--no-gif",
     shell:
-        "sign-vq render --model {input.model} --archive {input.archive} --output {params.output}"
-        " --num-poses {params.num_poses} --max-frames {params.max_frames} {params.gif} > {log} 2>&1"
+        "{params.cli} render --model {input.model:q} --archive {input.archive:q}"
+        " --output {params.output:q} --num-poses {params.num_poses}"
+        " --max-frames {params.max_frames} {params.gif} > {log:q} 2>&1"

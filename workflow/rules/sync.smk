@@ -12,17 +12,19 @@ checkpoint sync:
         f"{RESULTS}/benchmarks/sync.tsv"
     localrule: True
     conda:
-        "../../environment.yml"
+        "../envs/sync.yaml"
     threads: config["input"]["threads"]
     resources:
         mem_mb=2000,
         runtime=240,
     params:
+        cli=SIGN_VQ,
         bucket=BUCKET,
         mirror=config["input"]["mirror_dir"],
         lists=lambda wildcards, output: os.path.dirname(output.summary),
         shards=NUM_SHARDS,
         delete_removed="--delete-removed" if config["input"]["delete_removed"] else "",
     shell:
-        "sign-vq sync --bucket {params.bucket} --output {params.mirror} --lists {params.lists}"
-        " --shards {params.shards} --threads {threads} {params.delete_removed} > {log} 2>&1"
+        "{params.cli} sync --bucket {params.bucket:q} --output {params.mirror:q}"
+        " --lists {params.lists:q} --shards {params.shards} --threads {threads}"
+        " {params.delete_removed} > {log:q} 2>&1"

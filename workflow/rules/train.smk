@@ -1,6 +1,6 @@
 # Training. Checkpoints live in model/checkpoints/ (not declared, so Snakemake keeps them); a killed or timed-out job
 # exits non-zero and the retry resumes from checkpoints/last.ckpt. Hyper-parameters come from
-# configs/train-<hash>.yaml (written by common.smk; a changed config["train"] is a new file). GPUs, nodes and tasks
+# configs/train-<hash>.yaml (rule train_config; a changed config["train"] is a new file). GPUs, nodes and tasks
 # follow train.devices and train.num_nodes; the partition, runtime and memory come from the profile.
 
 
@@ -27,7 +27,7 @@ rule train:
         f"{RESULTS}/benchmarks/train.tsv"
     retries: 3
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     threads: 2
     resources:
         **train_launch_resources(),
@@ -38,8 +38,9 @@ rule train:
         tasks_per_node=TRAIN["devices"],
         cpus_per_task=train_cpus(),
     params:
+        cli=SIGN_VQ,
         output=lambda wildcards, output: os.path.dirname(output.model),
         launcher=lambda wildcards, resources: resources.get("mpi", ""),
     shell:
-        "{params.launcher} sign-vq train --config {input.config} --archive {input.archive}"
-        " --stats {input.stats} --output {params.output} >> {log} 2>&1"
+        "{params.launcher} {params.cli} train --config {input.config:q} --archive {input.archive:q}"
+        " --stats {input.stats:q} --output {params.output:q} >> {log:q} 2>&1"
