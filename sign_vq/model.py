@@ -7,6 +7,9 @@ mean/std are buffers of the model, so a checkpoint alone is enough for inference
 from __future__ import annotations
 
 import math
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from torch import nn
 from vector_quantize_pytorch import FSQ
 
 from sign_vq import skeleton
+from sign_vq.config import validate
 from sign_vq.errors import UserError
 
 STD_FLOOR = 0.01  # shoulder widths: keeps near-constant coordinates (MediaPipe z) from being blown up
@@ -215,23 +219,88 @@ def model_kwargs(train_config: dict) -> dict:
     return {**train_config["model"], "max_frames": train_config["max_frames"]}
 
 
+def _unreadable(path: Path, error: Exception) -> UserError:
+    """The one-line error for a file ``torch.load`` refused or could not parse."""
+    refused = re.search(r"GLOBAL (\S+)", str(error))
+    if refused:
+        return UserError(
+            f"{path}: refused to load: the file asks to run {refused.group(1)} when unpickled, and a sign-vq "
+            "checkpoint holds only weights and plain values — use a model.ckpt from `sign-vq train` that you trust"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return UserError(
+        f"{path}: not a sign-vq checkpoint, unreadable ({type(error).__name__}: {first[:160]}); "
+        "expected a model.ckpt written by `sign-vq train` — copy it again or retrain"
+    )
+
+
+def _check_contents(path: Path, checkpoint: object) -> None:
+    """A UserError unless ``checkpoint`` has a config and a state dict of finite tensors."""
+    config = checkpoint.get("hyper_parameters", {}).get("config") if isinstance(checkpoint, dict) else None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UserError(
+            f"{path}: not a sign-vq checkpoint: expected `hyper_parameters.config` and `state_dict`, found {found}; "
+            "use a model.ckpt written by `sign-vq train`"
+        )
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"{path}: not a sign-vq checkpoint: state_dict entry {name} is a {type(value).__name__}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UserError(
+                f"{path}: {bad} non-finite (NaN/inf) value(s) in weight {name}; the training diverged or the file "
+                "is damaged — use an earlier checkpoint or retrain"
+            )
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint's contents, loaded without running code (``weights_only``); a one-line UserError naming the file
+    for a missing, truncated, garbage, foreign or code-carrying file, and for non-finite weights."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such model; train one with `sign-vq train` (it writes DIR/model.ckpt)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on a foreign pickle protocol: the error says it all
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError) as error:
+        raise _unreadable(path, error) from None
+    _check_contents(path, checkpoint)
+    return checkpoint
+
+
+def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """What differs between ``model``'s weights and ``state`` (empty when they fit), in one line."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state
+              and state[k].shape != v.shape]
+    problems = [
+        f"{len(items)} {what} (first: {items[0]})"
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong-shaped", shapes))
+        if items
+    ]
+    return "; ".join(problems)
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PoseFSQAutoencoder:
     """Load a trained model from a `.ckpt` file or a training output folder (its `model.ckpt`)."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.ckpt"
+    checkpoint = read_checkpoint(path, map_location)
+    hyper = validate({"train": checkpoint["hyper_parameters"]["config"]}, f"{path} (its saved config)")["train"]
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-        hyper = checkpoint["hyper_parameters"]["config"]
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such model; train one with `sign-vq train` (it writes DIR/model.ckpt)") from None
-    except (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UserError(f"{path}: not a sign-vq checkpoint ({type(error).__name__}: {error})") from None
-    model = PoseFSQAutoencoder(**model_kwargs(hyper))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise UserError(f"{path}: checkpoint does not match its model configuration ({error})") from None
+        model = PoseFSQAutoencoder(**model_kwargs(hyper))
+    except (UserError, AssertionError, ValueError, RuntimeError) as error:
+        raise UserError(f"{path}: its saved model configuration cannot build a model ({error})") from None
+    problem = _mismatch(model, state)
+    if problem:
+        raise UserError(f"{path}: checkpoint does not match its model configuration: {problem}")
+    model.load_state_dict(state)
     model.train_config = hyper
     return model.eval()

@@ -19,7 +19,7 @@ from sign_vq import inference, preprocess, skeleton
 from sign_vq.cli import main
 from sign_vq.errors import UserError
 from sign_vq.metrics import ReconstructionMetrics
-from sign_vq.model import load_model
+from sign_vq.model import load_model, read_checkpoint
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps, full holistic
 LONG = EXAMPLES / "lexicon" / "essen.pose"  # 73 frames: several windows of MAX_FRAMES
@@ -211,7 +211,7 @@ def test_not_a_npy_file_names_the_file(tmp_path, caplog):
 
 
 def test_checkpoint_that_does_not_match_its_config_is_a_user_error(tmp_path, caplog):
-    good = torch.load(make_checkpoint(tmp_path / "good.ckpt"), weights_only=False)
+    good = read_checkpoint(make_checkpoint(tmp_path / "good.ckpt"))
     good["hyper_parameters"]["config"]["model"]["d_model"] = 64  # the state is for d_model 32
     bad = tmp_path / "bad.ckpt"
     torch.save(good, bad)
