@@ -97,7 +97,7 @@ def plot_metrics(result: dict[str, float], path: Path) -> None:
 
 def write_video(pose: Reconstruction, folder: Path, name: str, max_frames: int, gif: bool) -> dict:
     """``folder/name.mp4`` (and ``.gif``): the pose next to its reconstruction in original coordinates; returns its
-    entry in ``metrics.json`` (paths relative to the render folder, whose ``videos/`` ``folder`` becomes)."""
+    entry in ``metrics.json`` (paths relative to the render folder, in which ``folder`` becomes ``videos/``)."""
     from sign_vq import visualize  # the only place video libraries are imported
 
     entry = pose.entry
@@ -170,12 +170,19 @@ def render(
     names = unique_names([entry["id"] for entry in entries[:num_poses]])
     metrics = new_metrics(model)
     videos: list[dict] = []
+    observed = 0
     with evaluating(model), atomic_dir(output / VIDEOS) as folder:
         for index, pose in enumerate(reconstructions(model, archive, entries[:max(measured, len(names))])):
             if index < measured:
                 add_pose(metrics, pose)
+                observed += int(np.count_nonzero(~pose.mask))
             if index < len(names):
                 videos.append(write_video(pose, folder, names[index], max_frames, gif))
+        if not observed:  # every error would read 0.000: refuse rather than report it
+            raise UserError(
+                f"{archive.path}: nothing observed in the {measured} {split} pose(s) measured (every keypoint is "
+                "masked); nothing written — rebuild the archive from poses whose keypoints were detected"
+            )
     result = metrics.compute()
     model_info = {"codebook_size": model.codebook_size, "num_codebooks": model.num_codebooks,
                   "bits_per_frame": model.bits_per_frame}
@@ -198,8 +205,8 @@ def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.num_poses < 0 or args.max_frames < 1:
-        raise UserError("--num-poses must be >= 0 and --max-frames >= 1")
+    if args.num_poses < 0 or args.max_frames < 1 or (args.metric_poses is not None and args.metric_poses < 1):
+        raise UserError("--num-poses must be >= 0, --max-frames and --metric-poses >= 1")
     model = load_on(args.model, args.device)
     render(
         model, PoseZip(args.archive), args.output,

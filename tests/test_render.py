@@ -106,12 +106,19 @@ def test_render_without_gif_falls_back_to_train_and_replaces_old_videos(trained,
     assert report["split"] == "train" and report["poses"] == len(trained.files)
 
 
+def test_render_usage_errors_exit_2_and_write_nothing(trained, tmp_path):
+    base = ["render", "--model", str(trained.model), "--archive", str(trained.archive), "--output", str(tmp_path / "o")]
+    for flags in (["--num-poses", "-1"], ["--max-frames", "0"], ["--metric-poses", "0"]):
+        assert main([*base, *flags]) == 2
+    assert not (tmp_path / "o").exists()
+
+
 def test_render_plays_at_the_poses_own_fps(trained, data_dir, tmp_path):
     """A 29.89-fps file renders at 29.89 fps, not 25 or 30."""
     source = data_dir / FPS_29
     shard, archive = tmp_path / "shard.zip", tmp_path / "archive.zip"
     assert main(["normalize", "--output", str(shard), "--root", str(data_dir), str(source)]) == 0
-    assert main(["archive", "--val-fraction", "1", "--output", str(archive), str(shard)]) == 0
+    assert main(["archive", "--val-fraction", "0", "--output", str(archive), str(shard)]) == 0
     out = tmp_path / "render"
     assert main(["render", "--model", str(trained.model), "--archive", str(archive), "--output", str(out),
                  "--max-frames", "20"]) == 0
