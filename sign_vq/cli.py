@@ -1,4 +1,4 @@
-"""`sign-vq <stage>`: one command-line entry point, one subcommand per stage module."""
+"""`sign-vq <stage>`: one command-line entry point, one subcommand per stage module (imported only when it runs)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,42 @@ import importlib
 import logging
 import sys
 
+from sign_vq import __version__
 from sign_vq.errors import UserError
 
-# subcommand -> module that defines `add_arguments(parser)` and `run(args) -> int | None`
+# subcommand -> (module that defines `add_arguments(parser, stage)` and `run(args) -> int | None`, summary)
 STAGES = {
-    "sync": "sign_vq.sync",
-    "normalize": "sign_vq.normalize",
-    "stats": "sign_vq.stats",
-    "archive": "sign_vq.archive",
-    "train": "sign_vq.train",
-    "render": "sign_vq.render",
-    "encode": "sign_vq.inference",
-    "decode": "sign_vq.inference",
-    "reconstruct": "sign_vq.inference",
-    "repair": "sign_vq.inference",
+    "sync": ("sign_vq.sync", "mirror a GCS bucket (or list a local folder) and write the shard lists"),
+    "normalize": ("sign_vq.normalize", "normalize the .pose files of one shard into a pose zip with per-point statistics"),
+    "stats": ("sign_vq.stats", "merge the per-point statistics of normalize shards into the dataset mean/std"),
+    "archive": ("sign_vq.archive", "join normalize shards into the training archive with a hash-based train/val split"),
+    "train": ("sign_vq.train", "train the FSQ autoencoder (resumes from DIR/checkpoints/last.ckpt)"),
+    "render": ("sign_vq.render", "render validation videos (original | reconstruction) and reconstruction metrics"),
+    "encode": ("sign_vq.inference", "encode poses (.pose files, folders, shards, archives) into FSQ codes"),
+    "decode": ("sign_vq.inference", "decode codes (.npy files or a codes corpus) into .pose files"),
+    "reconstruct": ("sign_vq.inference", "encode and decode .pose files, back in each input's own coordinates"),
+    "repair": ("sign_vq.inference", "fill the missing keypoints of .pose files from their reconstruction"),
 }
 
 
+def _global_flags(parser: argparse.ArgumentParser, default: object = False) -> None:
+    """Flags accepted before and after the stage (after it, an absent flag keeps the value given before)."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+
+
 def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser for all stages, or only ``stage`` (imports just that module)."""
+    """The argument parser; only ``stage``'s module is imported (none for the top-level help)."""
     parser = argparse.ArgumentParser(prog="sign-vq", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_flags(parser)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name, module_name in STAGES.items():
-        if stage is not None and name != stage:
-            sub.add_parser(name, add_help=False)
+    for name, (module_name, summary) in STAGES.items():
+        if name != stage:
+            sub.add_parser(name, help=summary, add_help=False)
             continue
+        stage_parser = sub.add_parser(name, help=summary, description=summary)
+        _global_flags(stage_parser, default=argparse.SUPPRESS)
         module = importlib.import_module(module_name)
-        stage_parser = sub.add_parser(name, help=module.HELP.get(name) if isinstance(module.HELP, dict) else module.HELP)
         module.add_arguments(stage_parser, name)
         stage_parser.set_defaults(run=module.run)
     return parser

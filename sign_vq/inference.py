@@ -1,52 +1,53 @@
-"""Inference with a trained model: `sign-vq encode | decode | reconstruct | repair`, and the same as a Python API.
+"""Inference with a trained model: `sign-vq encode | decode | reconstruct | repair`, and the same as a Python API
+(:func:`encode`, :func:`decode`; ``sign_vq.load/encode/decode``).
 
-- ``encode``: one ``.npy`` per pose, integer codes of shape frames x num_codebooks.
-- ``decode``: one ``.pose`` per codes file (canonical 178-point header). Codes carry no original coordinates, so the
-  shoulder-normalized output is placed the way pose-format's ``normalize_pose_size`` does: a 512 x 512 frame with the
-  shoulder centre at (256, 256) and a shoulder width of 204.8 pixels (``(x + 1.25) * 204.8``).
+- ``encode``: codes of ``.pose`` files, folders, shards and archives: one codes corpus (``--output FILE.csv``, a row
+  per pose, see :mod:`sign_vq.corpus`) or one ``.npy`` per pose (integer codes, frames x num_codebooks).
+- ``decode``: one ``.pose`` per codes file or corpus row (canonical 178-point header). Codes carry no original
+  coordinates, so the shoulder-normalized output is placed the way pose-format's ``normalize_pose_size`` does: a
+  512 x 512 frame with the shoulder centre at (256, 256) and a shoulder width of 204.8 pixels
+  (``(x + 1.25) * 204.8``).
 - ``reconstruct``: a ``.pose`` with the input's frame count, fps and frame size, the 178 reduced points mapped back
   to the input's own coordinates (its shoulder centre and width); every point has confidence 1.
-- ``repair``: the input's 178 reduced points as read (no wrist correction), observed points (confidence > 0) copied
-  bit for bit with their confidence; only the missing points are filled from the reconstruction, with confidence
-  :data:`FILLED_CONFIDENCE`.
+- ``repair``: the input's 178 reduced points as read (no wrist correction), observed points (finite confidence > 0)
+  copied bit for bit with their confidence; only the missing points are filled from the reconstruction, with
+  confidence :data:`FILLED_CONFIDENCE`.
 
 Only the first person of a multi-person file is used. Poses longer than the model's ``train_config['max_frames']``
 are cut into equal windows of at most that many frames (a function of the frame count only, so
-``decode(encode(x))`` equals the windowed reconstruction). A directory input keeps its relative paths under the
-output folder; a bad input is reported (naming the file) and skipped, and the command then exits 2. Runs on CPU
-unless ``--device`` says otherwise; never imports W&B or video libraries.
+``decode(encode(x))`` equals the windowed reconstruction); windows of several poses share a forward pass
+(:func:`windowed`). A folder input keeps its relative paths under the output folder; a bad input is reported (naming
+the file) and skipped, and the command then exits 2. Runs on CPU unless ``--device`` says otherwise; imports only the
+core dependencies (never Lightning, W&B or video libraries).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 from pose_format import Pose
 from pose_format.numpy import NumPyPoseBody
 
-from sign_vq import preprocess, skeleton
+from sign_vq import corpus, preprocess, skeleton
 from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_open
 from sign_vq.model import PoseFSQAutoencoder, load_model
 
-HELP = {
-    "encode": "encode .pose files into FSQ codes (one .npy of frames x codebooks per pose)",
-    "decode": "decode code files (.npy) into .pose files (normalized poses in a 512x512 frame)",
-    "reconstruct": "encode and decode .pose files, back in each input's own coordinates",
-    "repair": "fill the missing keypoints of .pose files from their reconstruction (observed points unchanged)",
-}
+STAGES = ("encode", "decode", "reconstruct", "repair")
 log = logging.getLogger(__name__)
 
 FILLED_CONFIDENCE = 0.5  # confidence written for keypoints that `repair` filled in
 DECODE_FRAME = 512  # pixels: decode output frame (pose-format's normalize_pose_size convention)
 DECODE_SHIFT = 1.25  # shoulder widths from the shoulder centre to the frame's edge
-WINDOW_BATCH = 16  # windows per forward pass
+WINDOW_BATCH = 64  # windows per forward pass (each padded to max_frames)
 
 
 # ---------------------------------------------------------------------------------------------------------- windows
@@ -70,34 +71,62 @@ def _max_frames(model: PoseFSQAutoencoder) -> int:
     return int(config.get("max_frames", 128))
 
 
-def _batches(frames: int, max_frames: int):
-    """Yield lists of windows, at most :data:`WINDOW_BATCH` at a time, with their padded length."""
-    bounds = window_bounds(frames, max_frames)
-    for i in range(0, len(bounds), WINDOW_BATCH):
-        chunk = bounds[i : i + WINDOW_BATCH]
-        yield chunk, max(b - a for a, b in chunk)
+def collate(
+    windows: list[tuple[np.ndarray, ...]], device: torch.device, length: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Pad windows (tuples of arrays sharing their first axis, frames) to ``length`` frames: one batch tensor
+    (B x length x ...) per array, and ``padding`` (B x length, True on padded frames)."""
+    padding = np.ones((len(windows), length), dtype=bool)
+    batches = [np.zeros((len(windows), length, *array.shape[1:]), dtype=array.dtype) for array in windows[0]]
+    for i, window in enumerate(windows):
+        padding[i, : len(window[0])] = False
+        for batch, array in zip(batches, window):
+            batch[i, : len(array)] = array
+    return [torch.from_numpy(batch).to(device) for batch in batches], torch.from_numpy(padding).to(device)
 
 
-def _stack(array: np.ndarray, chunk: list[tuple[int, int]], length: int, device: torch.device) -> torch.Tensor:
-    out = np.zeros((len(chunk), length, *array.shape[1:]), dtype=array.dtype)
-    for i, (a, b) in enumerate(chunk):
-        out[i, : b - a] = array[a:b]
-    return torch.from_numpy(out).to(device)
+@torch.no_grad()
+def windowed(
+    model: PoseFSQAutoencoder, items: list[tuple[np.ndarray, ...]], step: Callable[..., tuple[torch.Tensor, ...]]
+) -> list[tuple[np.ndarray, ...]]:
+    """The one windowed-inference loop: cut every item (a tuple of arrays with frames first) into the windows of
+    :func:`window_bounds`, run ``step(*tensors, padding)`` on :data:`WINDOW_BATCH` windows at a time (windows of
+    several items share a batch) and join each output back per item (frames first, on the CPU).
 
-
-def _padding(chunk: list[tuple[int, int]], length: int, device: torch.device) -> torch.Tensor:
-    padding = torch.ones(len(chunk), length, dtype=torch.bool)
-    for i, (a, b) in enumerate(chunk):
-        padding[i, : b - a] = False
-    return padding.to(device)
-
-
-def _unstack(batch: torch.Tensor, chunk: list[tuple[int, int]]) -> list[np.ndarray]:
-    values = batch.detach().cpu().numpy()
-    return [values[i, : b - a] for i, (a, b) in enumerate(chunk)]
+    Every window is padded to ``max_frames``, so that an item's outputs never depend on the items it shares a batch
+    with (bit for bit on a CPU): a corpus encoded in batches gives the codes of each file encoded alone."""
+    max_frames = _max_frames(model)
+    windows = [(i, a, b) for i, item in enumerate(items) for a, b in window_bounds(len(item[0]), max_frames)]
+    parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in items]
+    for first in range(0, len(windows), WINDOW_BATCH):
+        chunk = windows[first : first + WINDOW_BATCH]
+        windows_data = [tuple(array[a:b] for array in items[i]) for i, a, b in chunk]
+        tensors, padding = collate(windows_data, _device(model), max_frames)
+        outputs = [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in step(*tensors, padding)]
+        for row, (i, a, b) in enumerate(chunk):
+            parts[i].append(tuple(output[row, : b - a] for output in outputs))
+    return [tuple(np.concatenate(joined) for joined in zip(*windows_of_item)) for windows_of_item in parts]
 
 
 # ------------------------------------------------------------------------------------------------- array functions
+
+
+def _valid(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``values`` when ``ok`` holds everywhere; else a UserError: the model's weights overflow."""
+    if not ok.all():
+        raise UserError(
+            f"the model produced {int(np.count_nonzero(~ok))} invalid value(s) (NaN/inf, or codes out of range); "
+            "its weights overflow — use another checkpoint or retrain"
+        )
+    return values
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return _valid(values, np.isfinite(values))
+
+
+def _in_range(model: PoseFSQAutoencoder, codes: np.ndarray) -> np.ndarray:
+    return _valid(codes, (codes >= 0) & (codes < model.codebook_size))
 
 
 def _inputs(data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,31 +135,28 @@ def _inputs(data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return values, observed
 
 
-@torch.no_grad()
+def reconstruct_arrays(
+    model: PoseFSQAutoencoder, poses: list[tuple[np.ndarray, np.ndarray]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Reconstructions (T x 178 x 3 float32, normalized) and codes (T x K int64) of normalized poses (data, mask)."""
+    results = windowed(model, [_inputs(data, mask) for data, mask in poses], lambda *batch: model(*batch))
+    return [(_finite(recon.astype(np.float32)), codes.astype(np.int64)) for recon, codes in results]
+
+
 def reconstruct_array(model: PoseFSQAutoencoder, data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reconstruction (T x 178 x 3 float32, normalized) and codes (T x K int64) of a normalized pose, windowed."""
-    values, observed = _inputs(data, mask)
-    device = _device(model)
-    recon, codes = [], []
-    for chunk, length in _batches(len(values), _max_frames(model)):
-        padding = _padding(chunk, length, device)
-        out, idx = model(_stack(values, chunk, length, device), _stack(observed, chunk, length, device), padding)
-        recon += _unstack(out.float(), chunk)
-        codes += _unstack(idx, chunk)
-    return np.concatenate(recon).astype(np.float32), np.concatenate(codes).astype(np.int64)
+    """Reconstruction (T x 178 x 3 float32, normalized) and codes (T x K int64) of one normalized pose, windowed."""
+    return reconstruct_arrays(model, [(data, mask)])[0]
 
 
-@torch.no_grad()
+def encode_arrays(model: PoseFSQAutoencoder, poses: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """Codes (T x num_codebooks, int64) of normalized poses (data T x 178 x 3, mask T x 178 True = missing)."""
+    results = windowed(model, [_inputs(data, mask) for data, mask in poses], lambda *batch: (model.encode(*batch),))
+    return [_in_range(model, codes.astype(np.int64)) for codes, in results]
+
+
 def encode_array(model: PoseFSQAutoencoder, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Codes (T x num_codebooks, int64) of a normalized pose (T x 178 x 3, mask T x 178 True = missing)."""
-    values, observed = _inputs(data, mask)
-    device = _device(model)
-    codes = []
-    for chunk, length in _batches(len(values), _max_frames(model)):
-        padding = _padding(chunk, length, device)
-        poses, seen = _stack(values, chunk, length, device), _stack(observed, chunk, length, device)
-        codes += _unstack(model.encode(poses, seen, padding), chunk)
-    return np.concatenate(codes).astype(np.int64)
+    """Codes (T x num_codebooks, int64) of one normalized pose (T x 178 x 3, mask T x 178 True = missing)."""
+    return encode_arrays(model, [(data, mask)])[0]
 
 
 def check_codes(model: PoseFSQAutoencoder, codes: np.ndarray, name: str) -> np.ndarray:
@@ -154,16 +180,16 @@ def check_codes(model: PoseFSQAutoencoder, codes: np.ndarray, name: str) -> np.n
     return codes
 
 
-@torch.no_grad()
+def decode_arrays(model: PoseFSQAutoencoder, codes: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+    """Normalized poses (T x 178 x 3 float32) from codes (T x num_codebooks), windowed like :func:`encode_arrays`."""
+    checked = [(check_codes(model, c, name),) for c, name in zip(codes, names)]
+    results = windowed(model, checked, lambda batch, padding: (model.decode(batch, padding),))
+    return [_finite(poses.astype(np.float32)) for poses, in results]
+
+
 def decode_array(model: PoseFSQAutoencoder, codes: np.ndarray, name: str = "codes") -> np.ndarray:
-    """Normalized poses (T x 178 x 3 float32) from codes (T x num_codebooks), windowed like :func:`encode_array`."""
-    codes = check_codes(model, codes, name)
-    device = _device(model)
-    poses = []
-    for chunk, length in _batches(len(codes), _max_frames(model)):
-        padding = _padding(chunk, length, device)
-        poses += _unstack(model.decode(_stack(codes, chunk, length, device), padding).float(), chunk)
-    return np.concatenate(poses).astype(np.float32)
+    """Normalized poses (T x 178 x 3 float32) from one pose's codes (T x num_codebooks)."""
+    return decode_arrays(model, [codes], [name])[0]
 
 
 # ------------------------------------------------------------------------------------------------------ pose files
@@ -184,29 +210,57 @@ def write_pose(pose: Pose, path: Path) -> None:
         pose.write(handle)
 
 
-def encode_file(model: PoseFSQAutoencoder, path: Path) -> np.ndarray:
-    """Codes (T x num_codebooks) of one `.pose` file."""
-    pose = preprocess.preprocess_file(path)
-    return encode_array(model, pose.data, pose.mask)
-
-
-def decode_codes(model: PoseFSQAutoencoder, codes: np.ndarray, fps: float, name: str = "codes") -> Pose:
-    """A `.pose` from codes: normalized output placed in a 512 x 512 frame (see the module docstring)."""
-    if not fps > 0 or not math.isfinite(fps):
-        raise UserError(f"--fps {fps}: expected a positive frame rate")
-    normalized = decode_array(model, codes, name)
+def placed_pose(normalized: np.ndarray, fps: float) -> Pose:
+    """A `.pose` of shoulder-normalized points placed in a 512 x 512 frame (see the module docstring)."""
     pixels = (normalized + DECODE_SHIFT) * (DECODE_FRAME / DECODE_SHIFT / 2)
     return make_pose(pixels, np.ones(pixels.shape[:2]), fps, DECODE_FRAME, DECODE_FRAME)
 
 
-def load_codes(path: Path) -> np.ndarray:
-    """Read a `.npy` codes file; unreadable files raise a UserError naming the path."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such codes file") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise UserError(f"{path}: not a .npy codes file ({type(error).__name__}: {error})") from None
+def decode_codes(model: PoseFSQAutoencoder, codes: np.ndarray, fps: float, name: str = "codes") -> Pose:
+    """A `.pose` from one pose's codes: normalized output placed in a 512 x 512 frame."""
+    if not fps > 0 or not math.isfinite(fps):
+        raise UserError(f"--fps {fps}: expected a positive frame rate")
+    return placed_pose(decode_array(model, codes, name), fps)
+
+
+# ------------------------------------------------------------------------------------------------------ Python API
+
+PoseLike = Union[str, Path, Pose, np.ndarray]
+
+
+def normalized(pose: PoseLike) -> tuple[np.ndarray, np.ndarray]:
+    """(data T x 178 x 3, mask T x 178 True = missing) of a `.pose` path, a pose-format ``Pose`` (both normalized
+    by :mod:`sign_vq.preprocess`), or an already normalized array (T x 178 x 3, NaN or masked where missing, as in
+    shards and archives)."""
+    if isinstance(pose, (str, Path)):
+        result = preprocess.preprocess_file(pose)
+        return result.data, result.mask
+    if isinstance(pose, Pose):
+        buffer = io.BytesIO()
+        pose.write(buffer)
+        result = preprocess.preprocess_bytes(buffer.getvalue(), "the given Pose")
+        return result.data, result.mask
+    array = np.ma.masked_invalid(pose)
+    if array.shape[1:] != (skeleton.NUM_POINTS, skeleton.DIMS) or not len(array):
+        raise UserError(f"a pose array of shape {array.shape}; expected frames x {skeleton.NUM_POINTS} x {skeleton.DIMS}")
+    return array.filled(0), np.ma.getmaskarray(array).any(-1)
+
+
+def encode(model: PoseFSQAutoencoder, poses: PoseLike | Sequence[PoseLike]) -> np.ndarray | list[np.ndarray]:
+    """Codes (frames x num_codebooks, int64, 0..codebook_size-1) of one pose, or of a list of poses (run together,
+    :data:`WINDOW_BATCH` windows per forward pass, on the model's device)."""
+    single = not isinstance(poses, (list, tuple))
+    codes = encode_arrays(model, [normalized(p) for p in ([poses] if single else poses)])
+    return codes[0] if single else codes
+
+
+def decode(model: PoseFSQAutoencoder, codes: np.ndarray | Sequence[np.ndarray], fps: float = 25.0) -> Pose | list[Pose]:
+    """Poses (pose-format ``Pose``, 178 points, normalized and placed in a 512 x 512 frame) from one pose's codes
+    (an integer array frames x num_codebooks) or from a list of them (run together)."""
+    single = not isinstance(codes, (list, tuple))
+    arrays = [codes] if single else list(codes)
+    poses = [placed_pose(p, fps) for p in decode_arrays(model, arrays, [f"codes {i}" for i in range(len(arrays))])]
+    return poses[0] if single else poses
 
 
 def reconstruct_file(model: PoseFSQAutoencoder, path: Path) -> Pose:
@@ -248,12 +302,12 @@ def read_reduced(path: Path) -> Reduced:
 
 
 def repair_file(model: PoseFSQAutoencoder, path: Path) -> Pose:
-    """Fill the missing keypoints (confidence 0) of ``path`` from its reconstruction; others stay as read."""
+    """Fill the missing keypoints (confidence 0, negative or NaN) of ``path`` from its reconstruction."""
     pose = preprocess.preprocess_file(path)  # validates and raises a clear error for a bad file
     reduced = read_reduced(path)
     recon, _ = reconstruct_array(model, pose.data, pose.mask)
     filled = pose.denormalize(recon).astype(np.float32)
-    missing = reduced.confidence == 0
+    missing = preprocess.missing(reduced.confidence)
     data = np.where(missing[..., None], filled, reduced.data)
     confidence = np.where(missing, np.float32(FILLED_CONFIDENCE), reduced.confidence)
     log.debug("%s: filled %d of %d keypoints", path, int(missing.sum()), missing.size)
@@ -265,17 +319,7 @@ def repair_file(model: PoseFSQAutoencoder, path: Path) -> Pose:
 
 def collect_inputs(inputs: list[Path], suffix: str) -> list[tuple[Path, Path]]:
     """(file, relative output stem) for files and directories (searched recursively for ``*suffix``)."""
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        if item.is_dir():
-            files = sorted(item.rglob(f"*{suffix}"))
-            if not files:
-                raise UserError(f"{item}: no *{suffix} files in this directory")
-            found += [(f, f.relative_to(item).with_suffix("")) for f in files]
-        elif item.exists():
-            found.append((item, Path(item.name).with_suffix("")))
-        else:
-            raise UserError(f"{item}: no such file or directory")
+    found = [(path, Path(stem)) for item in inputs for path, stem in corpus.files_of(item, suffix)]
     seen: dict[Path, Path] = {}
     for path, stem in found:
         if stem in seen:
@@ -301,45 +345,110 @@ def load_on(model: Path, device: str = "cpu") -> PoseFSQAutoencoder:
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
-    parser.add_argument("--output", required=True, type=Path, help="output folder (keeps input relative paths)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    if stage == "decode":
-        parser.add_argument("--fps", required=True, type=float, help="frame rate of the written poses")
-        parser.add_argument("inputs", nargs="+", type=Path, metavar="CODES", help=".npy files or folders of them")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda, cuda:1)")
+    if stage == "encode":
+        parser.add_argument("--output", required=True, type=Path,
+                            help="FILE.csv: one codes corpus (a row per pose); otherwise a folder of .npy per pose")
+        parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                            help=".pose files, folders of them, shards or archives (.zip)")
+    elif stage == "decode":
+        parser.add_argument("--output", required=True, type=Path, help="output folder: one .pose per id")
+        parser.add_argument("--fps", type=float, help="frame rate of poses decoded from .npy (a corpus has its own)")
+        parser.add_argument("inputs", nargs="+", type=Path, metavar="CODES",
+                            help=".npy files, folders of them, or codes corpora (.csv)")
     else:
+        parser.add_argument("--output", required=True, type=Path, help="output folder (keeps input relative paths)")
         parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".pose files or folders of them")
 
 
-def run(args: argparse.Namespace) -> int:
-    stage = args.stage
-    files = collect_inputs(args.inputs, ".npy" if stage == "decode" else ".pose")
-    model = _model(args)
-    errors: list[str] = []
+def _read(model: PoseFSQAutoencoder, stage: str, item: corpus.Item) -> tuple:
+    """An item's input: (data, mask, fps) of a pose to encode, or (checked codes, fps) to decode."""
+    if stage == "encode":
+        return item.read()
+    codes, fps = item.read()
+    if not fps > 0 or not math.isfinite(fps):
+        raise UserError(f"{item.name}: fps {fps}; expected a positive frame rate")
+    return check_codes(model, codes, item.name), fps
+
+
+def _run_batch(model: PoseFSQAutoencoder, stage: str, batch: list[corpus.Item]) -> list[tuple[corpus.Item, object]]:
+    """Each item with its result ((fps, codes) for encode, a Pose for decode) or its UserError."""
+    done: list[tuple[corpus.Item, object]] = []
+    ready: list[tuple[corpus.Item, tuple]] = []
+    for item in batch:
+        try:
+            ready.append((item, _read(model, stage, item)))
+        except UserError as error:
+            done.append((item, error))
+    try:
+        if stage == "encode":
+            codes = encode_arrays(model, [(data, mask) for _, (data, mask, _) in ready])
+            return done + [(item, (fps, c)) for (item, (_, _, fps)), c in zip(ready, codes)]
+        poses = decode_arrays(model, [codes for _, (codes, _) in ready], [item.name for item, _ in ready])
+        return done + [(item, placed_pose(p, fps)) for (item, (_, fps)), p in zip(ready, poses)]
+    except UserError as error:
+        return done + [(item, error) for item, _ in ready]
+
+
+def _batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]) -> Iterator[tuple[str, object]]:
+    """(id, result) of every input of ``encode``/``decode`` that worked, streamed; failures go to ``errors``."""
+    if args.stage == "encode":
+        items, total = corpus.pose_items(args.inputs), corpus.count_poses(args.inputs)
+    else:
+        items, total = corpus.code_items(args.inputs, args.fps), None
+    for batch in corpus.batches(items, total, args.stage):
+        for item, result in _run_batch(model, args.stage, batch):
+            if isinstance(result, UserError):
+                errors.append(str(result) if item.name in str(result) else f"{item.name}: {result}")
+            else:
+                yield item.id, result
+
+
+def _write_batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]) -> int:
+    """Run encode/decode and write its outputs; returns how many were written."""
+    results = _batched(model, args, errors)
+    if args.stage == "encode" and args.output.suffix == ".csv":
+        return corpus.write_corpus(args.output, ((i, fps, codes) for i, (fps, codes) in results))
+    written: dict[str, None] = {}
+    for pose_id, result in results:
+        if pose_id in written:
+            errors.append(f"{pose_id}: this id occurs twice in the inputs; only the first was written")
+            continue
+        written[pose_id] = None
+        if args.stage == "encode":
+            fps, codes = result
+            dtype = np.int32 if model.codebook_size <= np.iinfo(np.int32).max else np.int64
+            with atomic_open(args.output / f"{pose_id}.npy", "wb") as handle:
+                np.save(handle, codes.astype(dtype), allow_pickle=False)
+        else:
+            write_pose(result, args.output / f"{pose_id}.pose")
+    return len(written)
+
+
+def _write_per_file(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]) -> int:
+    """Run reconstruct/repair file by file; returns how many were written."""
+    files = collect_inputs(args.inputs, ".pose")
+    process = reconstruct_file if args.stage == "reconstruct" else repair_file
     for path, stem in files:
         try:
-            if stage == "encode":
-                codes = encode_file(model, path)
-                dtype = np.int32 if model.codebook_size <= np.iinfo(np.int32).max else np.int64
-                with atomic_open(args.output / stem.with_suffix(".npy"), "wb") as handle:
-                    np.save(handle, codes.astype(dtype), allow_pickle=False)
-            elif stage == "decode":
-                pose = decode_codes(model, load_codes(path), args.fps, str(path))
-                write_pose(pose, args.output / stem.with_suffix(".pose"))
-            elif stage == "reconstruct":
-                write_pose(reconstruct_file(model, path), args.output / stem.with_suffix(".pose"))
-            else:
-                write_pose(repair_file(model, path), args.output / stem.with_suffix(".pose"))
+            write_pose(process(model, path), args.output / stem.with_suffix(".pose"))
         except UserError as error:
-            if str(path) not in str(error):
-                error = UserError(f"{path}: {error}")
-            if len(files) > 1:  # a single file's error is the final message; do not print it twice
-                log.error("%s", error)
-            errors.append(str(error))
-    log.info("%s: %d of %d file(s) written to %s", stage, len(files) - len(errors), len(files), args.output)
+            errors.append(str(error) if str(path) in str(error) else f"{path}: {error}")
+    return len(files) - len(errors)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = _model(args)
+    errors: list[str] = []
+    batched = args.stage in ("encode", "decode")
+    written = (_write_batched if batched else _write_per_file)(model, args, errors)
+    log.info("%s: %d written to %s", args.stage, written, args.output)
     if errors:
         if len(errors) == 1:
             raise UserError(errors[0])
-        raise UserError(f"{len(errors)} of {len(files)} inputs failed (first: {errors[0]})")
+        for error in errors:
+            log.error("%s", error)
+        raise UserError(f"{len(errors)} inputs failed (first: {errors[0]})")
     return 0
 
 
@@ -348,6 +457,6 @@ if __name__ == "__main__":
 
     from sign_vq.cli import main, run_module
 
-    if len(sys.argv) > 1 and sys.argv[1] in HELP:  # python -m sign_vq.inference encode|decode|reconstruct|repair ...
+    if len(sys.argv) > 1 and sys.argv[1] in STAGES:  # python -m sign_vq.inference encode|decode|reconstruct|repair ...
         run_module(sys.argv.pop(1))
     sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,172 @@
+"""Where poses and codes come from and go to, streamed: `.pose` files, folders, shards and archives in; a codes
+corpus file (CSV, one row per pose) out and back in.
+
+The codes corpus (``sign-vq encode --output codes.csv``), like the original sign-vq's ``poses_to_codes``::
+
+    id,fps,frames,codes
+    lexicon/essen,24.0,73,417 12 980 3 417 12 981 3 ...
+
+``codes`` holds ``frames x num_codebooks`` integers in ``0..codebook_size-1``, frame by frame (the codebooks of
+frame 0, then those of frame 1 ...), separated by single spaces: text tokens a language model reads as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sign_vq import preprocess
+from sign_vq.errors import UserError
+from sign_vq.fileio import atomic_open
+from sign_vq.posezip import PoseZip
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["id", "fps", "frames", "codes"]
+POSE_BATCH = 64  # poses read and run together (their windows share forward passes)
+csv.field_size_limit(1 << 30)  # a long pose's codes are one large field
+
+
+@dataclass(frozen=True)
+class Item:
+    """One pose (or one pose's codes) to process: its id, its origin for messages, and how to read it."""
+
+    id: str
+    name: str
+    read: Callable[[], object]
+
+
+def _pose_reader(path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray, float]]:
+    def read() -> tuple[np.ndarray, np.ndarray, float]:
+        pose = preprocess.preprocess_file(path)
+        return pose.data, pose.mask, pose.fps
+
+    return read
+
+
+def _zip_reader(archive: PoseZip, index: int, fps: float) -> Callable[[], tuple[np.ndarray, np.ndarray, float]]:
+    def read() -> tuple[np.ndarray, np.ndarray, float]:
+        masked = archive.read(index)
+        return np.ma.getdata(masked), np.ma.getmaskarray(masked).any(-1), fps
+
+    return read
+
+
+def _zip_items(path: Path) -> Iterator[Item]:
+    archive = PoseZip(path)
+    for index in range(len(archive)):
+        entry = archive.entry(index)
+        yield Item(entry["id"], f"{path}:{entry['id']}", _zip_reader(archive, index, float(entry["fps"])))
+
+
+def files_of(item: Path, suffix: str) -> list[tuple[Path, str]]:
+    """(file, id) of a file or of the ``*suffix`` files under a folder (id: the relative path without suffix)."""
+    if item.is_dir():
+        files = sorted(item.rglob(f"*{suffix}"))
+        if not files:
+            raise UserError(f"{item}: no *{suffix} files in this folder")
+        return [(f, f.relative_to(item).with_suffix("").as_posix()) for f in files]
+    if not item.exists():
+        raise UserError(f"{item}: no such file or folder")
+    return [(item, item.with_suffix("").name)]
+
+
+def count_poses(inputs: list[Path]) -> int:
+    """How many poses :func:`pose_items` yields (opening a shard or archive reads only its index)."""
+    return sum(len(PoseZip(i)) if i.suffix == ".zip" and i.is_file() else len(files_of(i, ".pose")) for i in inputs)
+
+
+def pose_items(inputs: list[Path]) -> Iterator[Item]:
+    """The poses of ``.pose`` files, folders of them (recursively), shards and archives (``.zip``); ``read()`` gives
+    the normalized pose (data frames x 178 x 3, mask frames x 178 True = missing, fps)."""
+    for item in inputs:
+        if item.suffix == ".zip" and item.is_file():
+            yield from _zip_items(item)
+        else:
+            yield from (Item(pose_id, str(path), _pose_reader(path)) for path, pose_id in files_of(item, ".pose"))
+
+
+def _npy_reader(path: Path, fps: float | None) -> Callable[[], tuple[np.ndarray, float]]:
+    def read() -> tuple[np.ndarray, float]:
+        if fps is None:
+            raise UserError(f"{path}: a .npy codes file carries no frame rate; pass --fps")
+        try:
+            return np.load(path, allow_pickle=False), fps
+        except (ValueError, OSError, EOFError) as error:
+            raise UserError(f"{path}: not a .npy codes file ({type(error).__name__}: {error})") from None
+
+    return read
+
+
+def _row_reader(name: str, row: dict) -> Callable[[], tuple[np.ndarray, float]]:
+    def read() -> tuple[np.ndarray, float]:
+        try:
+            fps, frames = float(row["fps"]), int(row["frames"])
+            codes = np.array(row["codes"].split(), dtype=np.int64)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise UserError(f"{name}: bad row ({error}); expected {','.join(COLUMNS)} as `sign-vq encode` writes")
+        if frames <= 0 or len(codes) % frames:
+            raise UserError(f"{name}: {len(codes)} codes do not make {frames} frames of equal width")
+        return codes.reshape(frames, -1), fps
+
+    return read
+
+
+def _csv_items(path: Path) -> Iterator[Item]:
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != COLUMNS:
+                raise UserError(f"{path}: columns {reader.fieldnames}; expected {','.join(COLUMNS)} (a codes corpus)")
+            for row in reader:
+                name = f"{path}:{reader.line_num}"
+                yield Item(row["id"] or name, name, _row_reader(name, row))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path}: cannot read the codes corpus ({error})") from None
+
+
+def code_items(inputs: list[Path], fps: float | None) -> Iterator[Item]:
+    """The codes of ``.npy`` files, folders of them, and codes corpora (``.csv``); ``read()`` gives (codes, fps)."""
+    for item in inputs:
+        if item.suffix == ".csv" and item.is_file():
+            yield from _csv_items(item)
+        else:
+            yield from (Item(code_id, str(path), _npy_reader(path, fps)) for path, code_id in files_of(item, ".npy"))
+
+
+def batches(items: Iterable[Item], total: int | None, desc: str) -> Iterator[list[Item]]:
+    """``items`` in lists of :data:`POSE_BATCH`, with a progress bar on a terminal."""
+    batch: list[Item] = []
+    with tqdm(total=total, desc=desc, unit="pose", disable=None) as progress:
+        for item in items:
+            batch.append(item)
+            if len(batch) == POSE_BATCH:
+                yield batch
+                progress.update(len(batch))
+                batch = []
+        if batch:
+            yield batch
+            progress.update(len(batch))
+
+
+def codes_row(pose_id: str, fps: float, codes: np.ndarray) -> list[str]:
+    """One corpus row: id, fps, frames, and the codes as space-separated integers, frame by frame."""
+    return [pose_id, repr(float(fps)), str(len(codes)), " ".join(map(str, np.asarray(codes).ravel().tolist()))]
+
+
+def write_corpus(path: Path, rows: Iterable[tuple[str, float, np.ndarray]]) -> int:
+    """Write (id, fps, codes) rows as they come into the codes corpus ``path`` (atomically); returns the row count."""
+    count = 0
+    with atomic_open(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for pose_id, fps, codes in rows:
+            writer.writerow(codes_row(pose_id, fps, codes))
+            count += 1
+    return count

@@ -1,0 +1,137 @@
+"""The `sign-vq` command line: version, a help that imports no stage, global flags anywhere; the codes corpus."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pose_format import Pose
+
+import sign_vq
+from conftest import EXAMPLES
+from fixtures_model import make_checkpoint
+from sign_vq import corpus
+from sign_vq.cli import STAGES, build_parser, main
+
+STAGE_MODULES = sorted({module for module, _ in STAGES.values()})
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sign-vq {sign_vq.__version__}"
+
+
+def test_help_lists_every_stage_and_imports_none():
+    probe = (
+        "import sys\nfrom sign_vq.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print('IMPORTED', sorted(m for m in sys.modules if m in {STAGE_MODULES!r} or m in ('torch', 'lightning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert all(stage in out for stage in STAGES)
+    assert out.strip().endswith("IMPORTED []")
+
+
+@pytest.mark.parametrize("flags", [["-v"], ["--verbose"]])
+def test_global_flags_before_or_after_the_stage(flags):
+    rest = ["--model", "m.ckpt", "--output", "o", "x.pose"]
+    assert build_parser("encode").parse_args(["encode", *rest]).verbose is False
+    assert build_parser("encode").parse_args([*flags, "encode", *rest]).verbose is True
+    assert build_parser("encode").parse_args(["encode", *flags, *rest]).verbose is True
+    assert build_parser("encode").parse_args(["encode", *rest, *flags]).verbose is True
+
+
+# ------------------------------------------------------------------------------------------------ codes corpus
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """An untrained model with windows of 16 frames (every example spans several); codes depend only on the input."""
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.ckpt", num_codebooks=2)
+
+
+def read_corpus(path: Path) -> dict[str, tuple[float, np.ndarray]]:
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {r["id"]: (float(r["fps"]), np.array(r["codes"].split(), int).reshape(int(r["frames"]), -1)) for r in rows}
+
+
+def test_corpus_encode_decode_round_trip_equals_per_file(model, tmp_path):
+    """encode -> one CSV -> decode gives the same codes and the same poses as encode/decode one file at a time."""
+    table = tmp_path / "codes.csv"
+    assert main(["encode", "--model", str(model), "--output", str(table), str(EXAMPLES)]) == 0
+    assert table.read_text().splitlines()[0] == "id,fps,frames,codes"
+    rows = read_corpus(table)
+    files = sorted(EXAMPLES.rglob("*.pose"))
+    assert sorted(rows) == sorted(f.relative_to(EXAMPLES).with_suffix("").as_posix() for f in files)
+
+    assert main(["encode", "--model", str(model), "--output", str(tmp_path / "npy"), str(EXAMPLES)]) == 0
+    assert main(["decode", "--model", str(model), "--output", str(tmp_path / "from-csv"), str(table)]) == 0
+    for pose_id, (fps, codes) in rows.items():
+        single = np.load(tmp_path / "npy" / f"{pose_id}.npy")
+        original = Pose.read((EXAMPLES / f"{pose_id}.pose").read_bytes())
+        assert np.array_equal(codes, single) and codes.shape == (original.body.data.shape[0], 2)
+        assert fps == pytest.approx(float(original.body.fps), rel=1e-9)
+        per_file = tmp_path / "per-file" / pose_id
+        assert main(["decode", "--model", str(model), "--fps", str(fps), "--output", str(per_file),
+                     str(tmp_path / "npy" / f"{pose_id}.npy")]) == 0
+        decoded = Pose.read((tmp_path / "from-csv" / f"{pose_id}.pose").read_bytes())
+        alone = Pose.read((per_file / f"{Path(pose_id).name}.pose").read_bytes())
+        assert np.array_equal(decoded.body.data, alone.body.data) and decoded.body.fps == pytest.approx(fps)
+
+
+def test_encode_reads_shards_and_archives_like_pose_files(model, tmp_path):
+    shard, archive = tmp_path / "shard.zip", tmp_path / "archive.zip"
+    files = sorted(EXAMPLES.rglob("*.pose"))
+    assert main(["normalize", "--output", str(shard), "--root", str(EXAMPLES), *map(str, files)]) == 0
+    assert main(["archive", "--output", str(archive), str(shard)]) == 0
+    outputs = {}
+    for name, source in (("files", EXAMPLES), ("shard", shard), ("archive", archive)):
+        outputs[name] = tmp_path / f"{name}.csv"
+        assert main(["encode", "--model", str(model), "--output", str(outputs[name]), str(source)]) == 0
+    expected = read_corpus(outputs["files"])
+    for name in ("shard", "archive"):
+        got = read_corpus(outputs[name])
+        assert sorted(got) == sorted(expected)
+        assert all(np.array_equal(got[k][1], expected[k][1]) and got[k][0] == expected[k][0] for k in expected)
+
+
+def test_corpus_streams_in_batches(model, tmp_path, monkeypatch):
+    """More poses than one batch: every row is written once, in input order."""
+    monkeypatch.setattr(corpus, "POSE_BATCH", 5)
+    table = tmp_path / "codes.csv"
+    assert main(["encode", "--model", str(model), "--output", str(table), str(EXAMPLES)]) == 0
+    ids = [row[0] for row in csv.reader(table.open())][1:]
+    assert ids == [f.relative_to(EXAMPLES).with_suffix("").as_posix() for f in sorted(EXAMPLES.rglob("*.pose"))]
+
+
+def test_bad_corpus_rows_are_one_line_errors_naming_the_line(model, tmp_path, caplog):
+    table = tmp_path / "codes.csv"
+    table.write_text("id,fps,frames,codes\na,25,2,1 2 3 4\nb,25,3,1 2 3 4\nc,25,1,5 x\nd,25,1,999999 1\ne,25,1,7 8\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["decode", "--model", str(model), "--output", str(tmp_path / "out"), str(table)]) == 2
+    text = caplog.text
+    assert f"{table}:3: 4 codes do not make 3 frames" in text
+    assert f"{table}:4: bad row" in text
+    assert f"{table}:5: codes out of range" in text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.pose", "e.pose"]  # the good rows
+    assert "Traceback" not in text
+
+    (tmp_path / "other.csv").write_text("name,codes\nx,1 2\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["decode", "--model", str(model), "--output", str(tmp_path / "o2"), str(tmp_path / "other.csv")]) == 2
+    assert "expected id,fps,frames,codes" in caplog.text
+
+
+def test_npy_codes_need_an_fps(model, tmp_path, caplog):
+    np.save(tmp_path / "a.npy", np.zeros((3, 2), np.int32))
+    with caplog.at_level(logging.ERROR):
+        assert main(["decode", "--model", str(model), "--output", str(tmp_path / "out"), str(tmp_path / "a.npy")]) == 2
+    assert "pass --fps" in caplog.text
