@@ -1,4 +1,4 @@
-"""`python -m benchmarks [NAME...]` (`make bench`): run every `benchmarks/bench_*.py` module's ``main()``.
+"""`python -m benchmarks [--data DIR] [NAME...]` (`make bench`): run every `benchmarks/bench_*.py` module's ``main()``.
 
 Modules are found by globbing, so a new `bench_<name>.py` is picked up without touching this file. With NAMEs,
 only the modules whose name contains one of them run (e.g. `python -m benchmarks normalize`).
@@ -6,10 +6,14 @@ only the modules whose name contains one of them run (e.g. `python -m benchmarks
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
+
+from benchmarks import CORPUS_ENV, DATA_HELP
 
 
 def modules(names: list[str]) -> list[str]:
@@ -18,10 +22,15 @@ def modules(names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = sys.argv[1:] if argv is None else argv
-    selected = modules(names)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
+    parser.add_argument("names", nargs="*", metavar="NAME", help="run only the modules whose name contains one")
+    args = parser.parse_args(argv)
+    if args.data:
+        os.environ[CORPUS_ENV] = str(args.data.resolve())  # every module reads it through benchmarks.corpus()
+    selected = modules(args.names)
     if not selected:
-        print(f"no benchmark module matches {names}", file=sys.stderr)
+        print(f"no benchmark module matches {args.names}", file=sys.stderr)
         return 1
     for name in selected:
         print(f"=== {name} ===", flush=True)

@@ -6,8 +6,8 @@ float16 data and its mask. Files that are not MediaPipe Holistic, or on which th
 counted. Ours: ``normalize_shard`` over the same files into one shard (bad files are skipped inside it).
 
 Scaling: ours in worker processes, once with 1 process doing every file, once with 2 processes each doing half
-of the files as its own shard (the way a cluster runs shards). Data: ../shared/data/poses beside the repository,
-or ``SIGN_VQ_BENCH_DATA``. ``SIGN_VQ_BENCH_REPEAT`` (default 3) sets how often each timing is repeated (best kept).
+of the files as its own shard (the way a cluster runs shards). Data: :func:`benchmarks.corpus` (``--data`` of
+`python -m benchmarks`, ``SIGN_VQ_CORPUS``, ../shared/data/poses). ``SIGN_VQ_BENCH_REPEAT`` (default 3) sets how often each timing is repeated (best kept).
 """
 
 from __future__ import annotations
@@ -22,16 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / ".." / "shared" / "data" / "poses"
+from benchmarks import corpus
 
 
 def data_files() -> list[Path]:
-    root = Path(os.environ.get("SIGN_VQ_BENCH_DATA", DEFAULT_DATA)).resolve()
-    files = sorted(root.rglob("*.pose"))
-    if not files:
-        raise SystemExit(f"bench_normalize: no .pose files under {root}; set SIGN_VQ_BENCH_DATA")
-    return files
+    return sorted(corpus().rglob("*.pose"))
 
 
 def reference_file(path: Path, out_dir: Path) -> int:

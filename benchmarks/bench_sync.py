@@ -20,10 +20,10 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import corpus
 from sign_vq.sync import sync_bucket
 from tests.gcs_server import GcsServer
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "poses"
 OBJECTS = 200
 THREADS = (1, 8)
 REPEATS = 3
@@ -122,14 +122,15 @@ def main() -> None:
     """Upload ~200 real pose files to a local server, sync them with 1 and 8 threads, print the figures."""
     logging.basicConfig(level=logging.WARNING)
     saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    files = sorted(DATA.rglob("*.pose"), key=lambda p: p.stat().st_size)
+    data = corpus()
+    files = sorted(data.rglob("*.pose"), key=lambda p: p.stat().st_size)
     files = files[:: max(1, len(files) // OBJECTS)][:OBJECTS]  # spread over the size range
     with GcsServer() as server, tempfile.TemporaryDirectory() as tmp:
         bucket = server.client().create_bucket("bench")
         half = len(files) // 2
         for prefix, subset in (("small/", files[:half]), ("large/", files[half:])):
             for path in subset:
-                bucket.blob(prefix + path.relative_to(DATA).as_posix()).upload_from_filename(path)
+                bucket.blob(prefix + path.relative_to(data).as_posix()).upload_from_filename(path)
         print(f"fake-gcs-server (memory backend) on 127.0.0.1, {len(files)} real pose files "
               f"({half} smallest-half, {len(files) - half} largest-half), {os.cpu_count()} CPUs, "
               f"median of {REPEATS} runs")

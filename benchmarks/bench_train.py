@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import corpus
 from sign_vq.archive import build_archive
 from sign_vq.config import validate
 from sign_vq.data import PoseDataModule
@@ -24,7 +25,6 @@ from sign_vq.model import PoseFSQAutoencoder, part_weighted_mse
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "poses"
 CONFIG = {"batch_size": 2, "max_frames": 128, "model": {"encoder_layers": 2, "decoder_layers": 2}}
 STEPS = 150
 
@@ -51,8 +51,9 @@ print(json.dumps({"frames": frames, "rss_mb": own / 1024, "worker_rss_mb": child
 
 
 def build(work: Path) -> tuple[Path, Path]:
-    files = sorted((DATA / "fingerspelling").rglob("*.pose"))
-    normalize_shard(files, work / "shard.zip", root=DATA)
+    data = corpus()
+    files = sorted((data / "fingerspelling").rglob("*.pose"))
+    normalize_shard(files, work / "shard.zip", root=data)
     build_archive([work / "shard.zip"], work / "archive.zip", val_fraction=0.05)
     return work / "archive.zip", work / "shard.zip"
 

@@ -5,7 +5,7 @@ Prints per-part error (shoulder widths, original coordinates / shoulder width) a
 Target: every part <= 0.5x the reference at <= 10 bits per frame after <= 10 minutes on 2 CPU cores,
 with >= 90 % of the codebook used.
 
-    python -m benchmarks.quality [--steps N] [--held-out gss,psr,tsm] [--data ../shared/data/poses] [--train T.yaml]
+    python -m benchmarks.quality [--steps N] [--held-out gss,psr,tsm] [--data DIR] [--train T.yaml]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks import DATA_HELP, corpus
 from sign_vq import skeleton
 from sign_vq.archive import build_archive
 from sign_vq.config import validate
@@ -31,7 +32,6 @@ from sign_vq.posezip import PoseZip
 from sign_vq.stats import merge_shards, write_stats
 from sign_vq.train import train
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "poses"
 HELD_OUT = ("gss", "psr", "tsm")  # three unseen languages (one includes the far-away-hand recordings)
 TRAIN = {
     "max_steps": 4000,
@@ -73,7 +73,7 @@ def prepare(data: Path, held_out: set[str], work: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--held-out", default=",".join(HELD_OUT))
     parser.add_argument("--steps", type=int, default=TRAIN["max_steps"])
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("WANDB_MODE", "disabled")
     held_out = set(args.held_out.split(","))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-quality-"))
-    files = prepare(args.data, held_out, work)
+    files = prepare(corpus(args.data), held_out, work)
 
     overrides = yaml.safe_load(args.train.read_text())["train"] if args.train else {}
     config = validate({"train": {**TRAIN, "max_steps": args.steps, **overrides}})

@@ -14,7 +14,7 @@ that is given something for free, so it bounds what a learned model at <= 10 bit
 - ``motion k``: the pose mean for free, each frame's deviation from it projected on k principal components per
   part (fitted on the training deviations), unquantized.
 
-    python -m benchmarks.quality_bounds [--data ../shared/data/poses] [--held-out gss,psr,tsm] [--workdir D]
+    python -m benchmarks.quality_bounds [--data DIR] [--held-out gss,psr,tsm] [--workdir D]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.quality import DATA, HELD_OUT, prepare
+from benchmarks import DATA_HELP, corpus
+from benchmarks.quality import HELD_OUT, prepare
 from sign_vq import skeleton
 from sign_vq.data import split_entries
 from sign_vq.metrics import ReconstructionMetrics
@@ -145,12 +146,12 @@ class Bounds:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--held-out", default=",".join(HELD_OUT))
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-bounds-"))
-    files = prepare(args.data, set(args.held_out.split(",")), work)
+    files = prepare(corpus(args.data), set(args.held_out.split(",")), work)
     train = read_poses(files["train"], "train")  # what the model trains on
     test = read_poses(files["test"], "val")
     frames = sum(len(w) for w in test)
