@@ -35,6 +35,30 @@ OUTLIER_FILES = (
 )
 
 
+# The only skips a clean clone may show (`make test`): the corpus sweeps, and what needs hardware it lacks.
+EXPECTED_SKIPS = ("corpus sweep:", "no Slurm here", "this machine has CUDA")
+STRICT_SKIPS_ENV = "SIGN_VQ_STRICT_SKIPS"  # set to 1: any other skip fails the run
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Name the skips a clean clone should not have (missing tools or extras); fail on them if strict."""
+    unexpected = [(node, reason) for node, reason in _skipped if not any(e in reason for e in EXPECTED_SKIPS)]
+    if not unexpected:
+        return
+    terminalreporter.write_line(f"{len(unexpected)} unexpected skip(s) (install what they name):", yellow=True)
+    for node, reason in unexpected:
+        terminalreporter.write_line(f"  {node}: {reason}")
+    if os.environ.get(STRICT_SKIPS_ENV) == "1":
+        terminalreporter._session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def corpus_dir() -> Path:
     """The large corpus named by ``SIGN_VQ_CORPUS``; skips the test when it is not set."""
     value = os.environ.get(CORPUS_ENV)

@@ -10,7 +10,9 @@ from sign_vq.preprocess import preprocess_file
 
 @pytest.fixture(scope="module")
 def poses(data_dir) -> list[np.ndarray]:
-    files = sorted((data_dir / "fingerspelling").glob("*/*.pose"))[::2][:10]
+    # fingerspelling of several languages (right hand only) and whole signs (both hands)
+    files = sorted((data_dir / "fingerspelling").glob("*/*.pose"))[::3][:7]
+    files += sorted((data_dir / "lexicon").glob("*.pose"))[:3]
     return [preprocess_file(f).masked().astype(np.float32).filled(np.nan) for f in files]
 
 
