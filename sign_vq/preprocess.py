@@ -209,13 +209,8 @@ def missing(confidence: np.ndarray) -> np.ndarray:
 
 
 def shoulder_frame(data: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, float]:
-    """The mean shoulder midpoint (x,y,z) and mean 2-D shoulder width over the frames where both shoulders are seen.
-
-    Glitched frames are left out: those whose width is more than :data:`WIDTH_RATIO` times the median width or less
-    than the median over it, or whose midpoint is more than :data:`SHIFT_LIMIT` median widths from the median
-    midpoint. A glitched frame thus moves neither the centre nor the scale; real signers turning (widths 0.33-1.7x
-    the median in the 469 real files) or leaning (midpoints within 1.06 widths) stay within both.
-    """
+    """The mean shoulder midpoint (x,y,z) and mean 2-D shoulder width over the frames where both shoulders are seen,
+    leaving out glitched frames (see :func:`usual_frames`)."""
     both = ~(mask[:, skeleton.LEFT_SHOULDER] | mask[:, skeleton.RIGHT_SHOULDER])
     if not both.any():
         raise BadPoseError(
@@ -223,17 +218,45 @@ def shoulder_frame(data: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.nd
             "expected a signer whose shoulders are visible (needed for normalization)"
         )
     shoulders = data[:, [skeleton.LEFT_SHOULDER, skeleton.RIGHT_SHOULDER]][both].astype(np.float64)  # n x 2 x 3
-    middle = shoulders.mean(axis=1)
-    width = np.linalg.norm(shoulders[:, 0, :2] - shoulders[:, 1, :2], axis=-1)
-    typical = np.sort(width)[(len(width) - 1) // 2]  # the lower median: the width of an actual frame
-    if not typical > 0:
+    middle = (shoulders[:, 0] + shoulders[:, 1]) * 0.5
+    across = shoulders[:, 0, :2] - shoulders[:, 1, :2]
+    width = np.sqrt(np.einsum("ij,ij->i", across, across))
+    if not _steady(width, middle):
+        keep = usual_frames(width, middle)
+        middle, width = middle[keep], width[keep]
+    scale = float(width.sum() / len(width))
+    if not scale > 0:
         raise BadPoseError(f"{name}: shoulder width is 0; expected two distinct shoulder points")
+    return middle.sum(axis=0) / len(width), scale
+
+
+def _steady(width: np.ndarray, middle: np.ndarray) -> bool:
+    """True when no frame can be a glitch, decided without medians (the common case): the widths lie within
+    :data:`WIDTH_RATIO` of each other and the midpoints within :data:`SHIFT_LIMIT` of the narrowest width."""
+    low = width.min()
+    spread = middle[:, :2].max(axis=0) - middle[:, :2].min(axis=0)
+    return bool(width.max() <= low * WIDTH_RATIO and np.hypot(*spread) <= SHIFT_LIMIT * low)
+
+
+def usual_frames(width: np.ndarray, middle: np.ndarray) -> np.ndarray:
+    """Which frames set the shoulder frame, given each frame's 2-D shoulder width and midpoint (n x 3).
+
+    Left out: a width more than :data:`WIDTH_RATIO` times the median width or less than the median over it, and a
+    midpoint more than :data:`SHIFT_LIMIT` median widths from the median midpoint. A glitched frame thus moves neither
+    the centre nor the scale; real signers turning (widths 0.33-1.7x the median in the 469 real files) or leaning
+    (midpoints within 1.06 widths) stay within both.
+    """
+    typical = _lower_median(width)  # the width of an actual frame
     usual = (width <= typical * WIDTH_RATIO) & (width >= typical / WIDTH_RATIO)  # holds for the median frame
-    shift = np.linalg.norm(middle[:, :2] - np.median(middle[usual, :2], axis=0), axis=-1)
-    keep = usual & (shift <= SHIFT_LIMIT * typical)
-    if not keep.any():  # midpoints scattered everywhere: the width criterion alone
-        keep = usual
-    return middle[keep].mean(axis=0), float(width[keep].mean())
+    offset = middle[:, :2] - _lower_median(middle[usual, :2])
+    keep = usual & (np.einsum("ij,ij->i", offset, offset) <= (SHIFT_LIMIT * typical) ** 2)
+    return keep if keep.any() else usual  # midpoints scattered everywhere: the width criterion alone
+
+
+def _lower_median(values: np.ndarray) -> np.ndarray:
+    """The lower median along the first axis: an actual value (per column), cheaper than ``np.median``."""
+    middle = (len(values) - 1) // 2
+    return np.partition(values, middle, axis=0)[middle]
 
 
 def point_indices(header: PoseHeader) -> np.ndarray | str:

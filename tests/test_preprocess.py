@@ -487,3 +487,12 @@ def test_shoulders_seen_in_two_frames_set_the_shoulder_frame(data_dir, tmp_path)
     np.testing.assert_allclose(pose.center, ((left + right) / 2).mean(axis=0), rtol=1e-9)
     assert pose.scale == pytest.approx(np.linalg.norm((left - right)[:, :2], axis=-1).mean(), rel=1e-9)
     assert pose.frames == HOSTILE_FRAMES and np.isfinite(pose.data).all()
+
+
+def test_usual_frames_leave_out_glitches_and_keep_real_motion():
+    width = np.array([100.0, 104, 98, 5000, 101, 30, 60])  # a glitch (50x) and a sideways turn (0.3x, 0.6x)
+    middle = np.zeros((7, 3))
+    middle[2, 0] = 250  # 2.5 widths from the others: a glitch of the whole body
+    assert preprocess.usual_frames(width, middle).tolist() == [True, True, False, False, True, True, True]
+    scattered = np.array([[0, 1000, 0], [1000, 0, 0], [2000, 2000, 0], [3000, 500, 0]], dtype=float)
+    assert preprocess.usual_frames(np.full(4, 100.0), scattered).all()  # no centre to trust: widths decide
