@@ -205,14 +205,15 @@ def scan_poses(root: Path) -> Listing:
                 listing.files.append(Path(path))
     listing.files.sort()
     listing.skipped.sort()
-    for path, reason in listing.skipped:
-        log.warning("skipped %s: %s", printable(path), reason)
     return listing
 
 
 def find_poses(root: Path) -> list[Path]:
-    """The usable `*.pose` files under ``root`` (see `scan_poses`; what it skips is logged)."""
-    return scan_poses(root).files
+    """The usable `*.pose` files under ``root`` (see `scan_poses`); each skipped entry is logged with its reason."""
+    listing = scan_poses(root)
+    for path, reason in listing.skipped:
+        log.warning("skipped %s: %s", printable(path), reason)
+    return listing.files
 
 
 def write_local_shard_lists(root: Path, lists_dir: Path, num_shards: int) -> list[Path]:

@@ -268,6 +268,9 @@ def test_hostile_paths_run_as_data_and_bad_files_are_skipped_and_reported(hostil
     assert len(listed) == len(list(EXAMPLES.rglob("*.pose"))), "every good file is listed, no bad one"
     report = (results / "lists" / "skipped.tsv").read_text().splitlines()
     assert sorted(report[1:]) == sorted(f"{HOSTILE_INPUT}/{name}\t{reason}" for name, reason in BAD_NAMES.items())
+    again = snakemake(hostile_run, "--dry-run").stdout
+    assert planned_jobs(again) == []
+    assert f"whose names cannot be listed: {len(BAD_NAMES)}, each with its reason in {HOSTILE_RESULTS}/lists/skipped.tsv" in again
 
 
 # --- a real run on the examples, then reruns of only what is stale ----------------------------------------------

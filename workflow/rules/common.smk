@@ -86,8 +86,8 @@ else:
     SKIPPED_REPORT = _listing.report()
     if _listing.skipped and workflow.is_main_process:
         logger.warning(
-            f"input.local_dir: {len(_listing.skipped)} entries skipped (not readable pose files or names that "
-            f"cannot be listed), see {LISTS}/skipped.tsv"
+            f"input.local_dir: skipped entries that are not readable pose files or whose names cannot be "
+            f"listed: {len(_listing.skipped)}, each with its reason in {LISTS}/skipped.tsv"
         )
 
 
