@@ -186,29 +186,26 @@ def test_dag_renders_with_dot(tmp_path):
         ({"normalise": {}}, ["unknown config key normalise", "normalize"]),
         ({"train": {"lr": float("nan")}}, ["train.lr = nan", "finite"]),
         ({"train": {"model": {"d_model": 10, "heads": 4}}}, ["train.model.heads = 4", "must divide"]),
-        ({"archive": {"val_fraction": 1}}, ["archive.val_fraction", "exclusiveMaximum 1"]),
-        ({"input": {"bucket": "gs://AB/x"}}, ["input.bucket", "gs://BUCKET[/PREFIX]"]),
-        ({"results": "-rf"}, ["config key results = '-rf'", "does not start with '-'"]),
     ],
-    ids=["unknown-key", "wrong-type", "not-in-enum", "out-of-range", "unknown-section", "nan", "heads", "val-1",
-         "bucket", "dash-path"],
+    ids=["unknown-key", "wrong-type", "not-in-enum", "out-of-range", "unknown-section", "nan", "heads"],
 )
 def test_a_wrong_config_stops_before_any_job(tmp_path, changes, expected):
     workdir = make_workdir(tmp_path, changes)
     result = snakemake(workdir, check=False)
-    assert result.returncode != 0
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if expected[0] in line]
     for text in expected:
-        assert text in result.stdout, result.stdout
+        assert text in line, result.stdout
     assert "Traceback" not in result.stdout
     assert "Finished job" not in result.stdout
-    assert not (workdir / "results" / "shards").exists()
+    assert not (workdir / "results").exists(), "no job ran, nothing was written"
 
 
 def test_a_missing_input_folder_is_a_clear_error(tmp_path):
     workdir = make_workdir(tmp_path, {"input": {"local_dir": "no-such-folder"}})
     result = snakemake(workdir, "--dry-run", check=False)
-    assert result.returncode != 0
-    assert "input.local_dir" in result.stdout and "no-such-folder" in result.stdout
+    assert result.returncode == 1
+    assert "input.local_dir: no-such-folder: not a folder" in result.stdout
 
 
 # --- hostile values are data: quoted in every shell command ------------------------------------------------------
