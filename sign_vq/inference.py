@@ -216,11 +216,16 @@ def placed_pose(normalized: np.ndarray, fps: float) -> Pose:
     return make_pose(pixels, np.ones(pixels.shape[:2]), fps, DECODE_FRAME, DECODE_FRAME)
 
 
+def check_fps(fps: float, name: str) -> float:
+    """``fps`` if it is a positive finite frame rate; else a UserError naming ``name``."""
+    if not fps > 0 or not math.isfinite(fps):
+        raise UserError(f"{name}: fps {fps}; expected a positive frame rate")
+    return fps
+
+
 def decode_codes(model: PoseFSQAutoencoder, codes: np.ndarray, fps: float, name: str = "codes") -> Pose:
     """A `.pose` from one pose's codes: normalized output placed in a 512 x 512 frame."""
-    if not fps > 0 or not math.isfinite(fps):
-        raise UserError(f"--fps {fps}: expected a positive frame rate")
-    return placed_pose(decode_array(model, codes, name), fps)
+    return placed_pose(decode_array(model, codes, name), check_fps(fps, "--fps"))
 
 
 # ------------------------------------------------------------------------------------------------------ Python API
@@ -242,7 +247,8 @@ def normalized(pose: PoseLike) -> tuple[np.ndarray, np.ndarray]:
         return result.data, result.mask
     array = np.ma.masked_invalid(pose)
     if array.shape[1:] != (skeleton.NUM_POINTS, skeleton.DIMS) or not len(array):
-        raise UserError(f"a pose array of shape {array.shape}; expected frames x {skeleton.NUM_POINTS} x {skeleton.DIMS}")
+        expected = f"frames x {skeleton.NUM_POINTS} x {skeleton.DIMS}"
+        raise UserError(f"a pose array of shape {array.shape}; expected {expected} (normalized, NaN where missing)")
     return array.filled(0), np.ma.getmaskarray(array).any(-1)
 
 
@@ -259,6 +265,7 @@ def decode(model: PoseFSQAutoencoder, codes: np.ndarray | Sequence[np.ndarray], 
     (an integer array frames x num_codebooks) or from a list of them (run together)."""
     single = not isinstance(codes, (list, tuple))
     arrays = [codes] if single else list(codes)
+    check_fps(fps, "decode")
     poses = [placed_pose(p, fps) for p in decode_arrays(model, arrays, [f"codes {i}" for i in range(len(arrays))])]
     return poses[0] if single else poses
 
@@ -366,9 +373,7 @@ def _read(model: PoseFSQAutoencoder, stage: str, item: corpus.Item) -> tuple:
     if stage == "encode":
         return item.read()
     codes, fps = item.read()
-    if not fps > 0 or not math.isfinite(fps):
-        raise UserError(f"{item.name}: fps {fps}; expected a positive frame rate")
-    return check_codes(model, codes, item.name), fps
+    return check_codes(model, codes, item.name), check_fps(fps, item.name)
 
 
 def _run_batch(model: PoseFSQAutoencoder, stage: str, batch: list[corpus.Item]) -> list[tuple[corpus.Item, object]]:

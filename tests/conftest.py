@@ -85,7 +85,7 @@ def all_files(request, data_dir) -> list[Path]:
     if request.param == "sample":
         return sorted(data_dir.rglob("*.pose"))
     files = sorted(corpus_dir().rglob("*.pose"))
-    assert len(files) == CORPUS_FILES, f"expected the {CORPUS_FILES} real .pose files in {CORPUS_ENV}, found {len(files)}"
+    assert len(files) == CORPUS_FILES, f"expected {CORPUS_FILES} .pose files in {CORPUS_ENV}, found {len(files)}"
     return files
 
 

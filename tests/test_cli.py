@@ -126,7 +126,8 @@ def test_bad_corpus_rows_are_one_line_errors_naming_the_line(model, tmp_path, ca
 
     (tmp_path / "other.csv").write_text("name,codes\nx,1 2\n")
     with caplog.at_level(logging.ERROR):
-        assert main(["decode", "--model", str(model), "--output", str(tmp_path / "o2"), str(tmp_path / "other.csv")]) == 2
+        code = main(["decode", "--model", str(model), "--output", str(tmp_path / "o2"), str(tmp_path / "other.csv")])
+    assert code == 2
     assert "expected id,fps,frames,codes" in caplog.text
 
 

@@ -14,7 +14,7 @@ from conftest import EXAMPLES, REPO
 from fixtures_model import trained  # noqa: F401 (fixture)
 from sign_vq.model import load_model
 
-NOT_CORE = ("lightning", "wandb", "snakemake", "google-cloud-storage", "opencv-python-headless", "matplotlib", "imageio")
+NOT_CORE = ("lightning", "wandb", "snakemake", "google-cloud-storage", "opencv-python-headless", "matplotlib")
 
 
 def pip(venv: Path, *args: str) -> subprocess.CompletedProcess:
