@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sign_vq import inference
 from sign_vq.posezip import Entries, PoseZip
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,10 @@ def pose_tensors(pose: np.ma.MaskedArray) -> dict[str, torch.Tensor]:
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pad a list of poses to the longest; ``padding`` is True on padded frames."""
+    """Pad a list of poses to the longest, the way inference pads its windows; ``padding`` is True on padded frames."""
     length = max(item["poses"].shape[0] for item in items)
-    batch = len(items)
-    poses = torch.zeros(batch, length, *items[0]["poses"].shape[1:])
-    observed = torch.zeros(batch, length, items[0]["observed"].shape[1], dtype=torch.bool)
-    padding = torch.ones(batch, length, dtype=torch.bool)
-    for i, item in enumerate(items):
-        frames = item["poses"].shape[0]
-        poses[i, :frames] = item["poses"]
-        observed[i, :frames] = item["observed"]
-        padding[i, :frames] = False
+    arrays = [(item["poses"].numpy(), item["observed"].numpy()) for item in items]
+    (poses, observed), padding = inference.collate(arrays, torch.device("cpu"), length)
     return {"poses": poses, "observed": observed, "padding": padding}
 
 
