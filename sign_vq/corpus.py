@@ -77,6 +77,15 @@ def files_of(item: Path, suffix: str) -> list[tuple[Path, str]]:
     return [(item, item.with_suffix("").name)]
 
 
+def output_path(folder: Path, item_id: str, suffix: str) -> Path:
+    """Where the output of ``item_id`` goes: ``folder/<id><suffix>``; an id that would leave ``folder`` (absolute,
+    ``..``, empty parts) is a UserError."""
+    parts = item_id.split("/")
+    if not item_id or any(part in ("", ".", "..") for part in parts) or "\\" in item_id or "\0" in item_id:
+        raise UserError(f"id {item_id!r}: not a relative path inside the output folder; rename it in the input")
+    return folder.joinpath(*parts[:-1], parts[-1] + suffix)
+
+
 def count_poses(inputs: list[Path]) -> int:
     """How many poses :func:`pose_items` yields (opening a shard or archive reads only its index)."""
     return sum(len(PoseZip(i)) if i.suffix == ".zip" and i.is_file() else len(files_of(i, ".pose")) for i in inputs)

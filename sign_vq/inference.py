@@ -414,19 +414,24 @@ def _write_batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: 
     results = _batched(model, args, errors)
     if args.stage == "encode" and args.output.suffix == ".csv":
         return corpus.write_corpus(args.output, ((i, fps, codes) for i, (fps, codes) in results))
-    written: dict[str, None] = {}
+    written: set[Path] = set()
     for pose_id, result in results:
-        if pose_id in written:
+        try:
+            target = corpus.output_path(args.output, pose_id, ".npy" if args.stage == "encode" else ".pose")
+        except UserError as error:
+            errors.append(str(error))
+            continue
+        if target in written:
             errors.append(f"{pose_id}: this id occurs twice in the inputs; only the first was written")
             continue
-        written[pose_id] = None
+        written.add(target)
         if args.stage == "encode":
             fps, codes = result
             dtype = np.int32 if model.codebook_size <= np.iinfo(np.int32).max else np.int64
-            with atomic_open(args.output / f"{pose_id}.npy", "wb") as handle:
+            with atomic_open(target, "wb") as handle:
                 np.save(handle, codes.astype(dtype), allow_pickle=False)
         else:
-            write_pose(result, args.output / f"{pose_id}.pose")
+            write_pose(result, target)
     return len(written)
 
 

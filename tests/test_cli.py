@@ -136,3 +136,15 @@ def test_npy_codes_need_an_fps(model, tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["decode", "--model", str(model), "--output", str(tmp_path / "out"), str(tmp_path / "a.npy")]) == 2
     assert "pass --fps" in caplog.text
+
+
+def test_ids_cannot_leave_the_output_folder(model, tmp_path, caplog):
+    table = tmp_path / "codes.csv"
+    table.write_text("id,fps,frames,codes\n../evil,25,1,1 2\n/abs/x,25,1,1 2\na/./b,25,1,1 2\nok/sub,25,1,1 2\n")
+    out = tmp_path / "deep" / "out"
+    with caplog.at_level(logging.ERROR):
+        assert main(["decode", "--model", str(model), "--output", str(out), str(table)]) == 2
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.pose"))
+    assert written == ["deep/out/ok/sub.pose"]
+    for bad in ("../evil", "/abs/x", "a/./b"):
+        assert f"id {bad!r}: not a relative path inside the output folder" in caplog.text
