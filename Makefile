@@ -38,5 +38,9 @@ bench-quality: setup
 bench-quality-bounds: setup
 	$(BIN)/python -m benchmarks.quality_bounds
 
+.PHONY: bench-scale
+bench-scale: setup  # SCALE_ARGS="--sizes 10000,100000" for a shorter run
+	$(BIN)/python -m benchmarks.bench_scale $(SCALE_ARGS)
+
 clean:
 	rm -rf results .snakemake

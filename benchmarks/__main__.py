@@ -1,7 +1,8 @@
 """`python -m benchmarks [--data DIR] [NAME...]` (`make bench`): run every `benchmarks/bench_*.py` module's ``main()``.
 
 Modules are found by globbing, so a new `bench_<name>.py` is picked up without touching this file. With NAMEs,
-only the modules whose name contains one of them run (e.g. `python -m benchmarks normalize`).
+only the modules whose name contains one of them run (e.g. `python -m benchmarks normalize`). The heavy ones in
+``ON_REQUEST`` run only when named (`make bench-scale` runs `bench_scale` with its own flags).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 
 from benchmarks import CORPUS_ENV, DATA_HELP
 
+ON_REQUEST = {"bench_scale"}  # tens of minutes of CPU: not part of `make bench`
+
 
 def modules(names: list[str]) -> list[str]:
     found = sorted(p.stem for p in Path(__file__).resolve().parent.glob("bench_*.py"))
-    return [m for m in found if not names or any(n in m for n in names)]
+    return [m for m in found if any(n in m for n in names)] if names else [m for m in found if m not in ON_REQUEST]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -267,5 +267,9 @@ def test_index_memory_does_not_grow_per_pose_beyond_compact_arrays(tmp_path):
             writer.close()
         build_archive([shard], tmp_path / f"a{count}.zip", 0.1)
         used[count] = open_memory(tmp_path / f"a{count}.zip")
+    with zipfile.ZipFile(tmp_path / "a100000.zip") as raw:  # a central directory built in chunks, zip64 end records
+        assert len(raw.infolist()) == 100_000 + len(posezip.COLUMNS) + 2
+        last = np.load(io.BytesIO(raw.read("poses/lang/video-0099999.npy")))
+        assert np.array_equal(last, PoseZip(tmp_path / "a100000.zip").read(99_999).filled(np.nan))
     per_pose = (used[sizes[1]] - used[sizes[0]]) / (sizes[1] - sizes[0])
     assert per_pose <= 100, f"{per_pose:.0f} bytes per pose"
