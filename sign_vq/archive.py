@@ -18,7 +18,6 @@ from tqdm import tqdm
 from sign_vq.normalize import number_in
 from sign_vq.posezip import SPLITS, PoseZip, PoseZipWriter, id_key
 
-HELP = "join normalize shards into the training archive with a hash-based train/validation split"
 log = logging.getLogger(__name__)
 
 

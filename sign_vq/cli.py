@@ -12,7 +12,7 @@ from sign_vq.errors import UserError
 
 # subcommand -> (module that defines `add_arguments(parser, stage)` and `run(args) -> int | None`, summary)
 STAGES = {
-    "sync": ("sign_vq.sync", "mirror a GCS bucket (or list a local folder) and write the shard lists"),
+    "sync": ("sign_vq.sync", "mirror a GCS bucket and write the shard lists"),
     "normalize": ("sign_vq.normalize", "normalize the .pose files of one shard into a pose zip with point statistics"),
     "stats": ("sign_vq.stats", "merge the per-point statistics of normalize shards into the dataset mean/std"),
     "archive": ("sign_vq.archive", "join normalize shards into the training archive with a hash-based train/val split"),

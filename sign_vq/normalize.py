@@ -23,7 +23,6 @@ from sign_vq.fileio import atomic_open
 from sign_vq.posezip import PoseZipWriter
 from sign_vq.stats import PointStats
 
-HELP = "normalize the .pose files of one shard into a pose zip with per-point statistics"
 REPORT = ".report.json"  # beside a written shard: counts and every skipped file with its reason
 FAILED = ".failed.json"  # beside a shard that failed: the same report (not a declared output, so it survives)
 log = logging.getLogger(__name__)

@@ -31,7 +31,6 @@ from sign_vq.model import PoseFSQAutoencoder
 from sign_vq.posezip import PoseZip
 from sign_vq.preprocess import denormalize
 
-HELP = "render validation videos (original | reconstruction) and reconstruction metrics"
 log = logging.getLogger(__name__)
 VIDEOS = "videos"  # the folder of videos inside the render folder
 UNITS = "errors: mean per-point L2 in shoulder widths (error_px_*: pixels); reference: each pose's mean"

@@ -43,7 +43,6 @@ from sign_vq import shards
 from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_open, write_json
 
-HELP = "mirror a GCS bucket and write the shard lists"
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.tsv"

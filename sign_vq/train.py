@@ -32,7 +32,6 @@ from sign_vq.fileio import atomic_open, atomic_path
 from sign_vq.module import PoseVQModule
 from sign_vq.stats import load_stats
 
-HELP = "train the FSQ autoencoder (resumes from DIR/checkpoints/last.ckpt)"
 log = logging.getLogger(__name__)
 INTERRUPTED = 3
 PRECISION = {"32": "32-true"}
