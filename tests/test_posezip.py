@@ -19,6 +19,7 @@ from sign_vq import posezip
 from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.errors import UserError
+from sign_vq.normalize import memory_mb
 from sign_vq.posezip import PoseZip, PoseZipWriter, read_meta
 
 FIX = "delete the file and rerun the stage that wrote it"
@@ -273,3 +274,13 @@ def test_index_memory_does_not_grow_per_pose_beyond_compact_arrays(tmp_path):
         assert np.array_equal(last, PoseZip(tmp_path / "a100000.zip").read(99_999).filled(np.nan))
     per_pose = (used[sizes[1]] - used[sizes[0]]) / (sizes[1] - sizes[0])
     assert per_pose <= 100, f"{per_pose:.0f} bytes per pose"
+
+
+def test_normalize_memory_follows_the_largest_input_and_the_attempt(tmp_path):
+    small, large = tmp_path / "small.pose", tmp_path / "large.pose"
+    small.write_bytes(b"x" * 1000)
+    with open(large, "wb") as handle:
+        handle.truncate(921 * 2**20)  # the bucket's largest file, sparse
+    assert memory_mb([small]) == 501
+    assert memory_mb([small, large, tmp_path / "missing.pose"]) == 500 + 2027
+    assert memory_mb([large], attempt=2) == 5053  # ceil(2 x 2526.2)
