@@ -8,6 +8,7 @@ batches an uninterrupted run draws from step N on (:class:`StepSampler`).
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -70,6 +71,13 @@ def augment(
     return {**item, "poses": poses}
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGUSR1 (sent by Slurm to every process of the job) to the main process,
+    which saves a checkpoint before stopping; a worker killed first would make it fail without one."""
+    for stop in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(stop, signal.SIG_IGN)
+
+
 class RandomCrops(Dataset):
     """Sample ``i``: a pose drawn at random, cropped to at most ``max_frames`` frames and augmented
     (a pure function of seed and i)."""
@@ -101,21 +109,46 @@ class RandomCrops(Dataset):
 
 
 class StepSampler(Sampler[int]):
-    """Yields the samples of steps ``current_step() .. max_steps-1`` (``batch_size`` per step) each time it is iterated.
+    """This rank's samples of steps ``current_step() .. max_steps-1`` each time it is iterated.
 
-    Reading the step when iteration starts (not when the loader is built) keeps a resumed run on the exact samples
-    of an uninterrupted one, whatever Lightning does with epochs around a mid-epoch restart.
+    Sample numbers are global: step ``s`` of a run with ``world_size`` ranks draws samples
+    ``s * world_size * batch_size ..`` and rank ``r`` takes the ``r``-th block of ``batch_size`` of them, so every rank
+    sees other samples and each batch is a pure function of (seed, step, rank). Reading the step when iteration starts
+    (not when the loader is built) keeps a resumed run on the exact samples of an uninterrupted one. Under DDP the
+    trainer must not wrap it (``use_distributed_sampler=False``): it already is this rank's share.
     """
 
-    def __init__(self, current_step: Callable[[], int], max_steps: int, batch_size: int):
+    def __init__(
+        self, current_step: Callable[[], int], max_steps: int, batch_size: int, rank: int = 0, world_size: int = 1
+    ):
         self.current_step, self.max_steps, self.batch_size = current_step, max_steps, batch_size
-        self.length = max(max_steps - current_step(), 1) * batch_size
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.length
+        return max(self.max_steps - self.current_step(), 0) * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.current_step() * self.batch_size, self.max_steps * self.batch_size))
+        size = self.batch_size
+        for step in range(self.current_step(), self.max_steps):
+            first = (step * self.world_size + self.rank) * size
+            yield from range(first, first + size)
+
+
+class RankShare(Sampler[int]):
+    """Rank ``rank``'s share of ``length`` items for evaluation: items ``rank, rank + world_size, ...``, padded to the
+    same count on every rank with ``-1`` (an item that counts nothing, see :class:`Windows`), so all ranks run the
+    same number of batches and their metric sums add up to exactly the whole split's."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.length, self.rank, self.world_size = length, rank, world_size
+
+    def __len__(self) -> int:
+        return -(-self.length // self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(len(self)):
+            index = self.rank + i * self.world_size
+            yield index if index < self.length else -1
 
 
 class Windows(Dataset):
@@ -134,8 +167,12 @@ class Windows(Dataset):
         return len(self.poses)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pose, start = self.poses[index], self.starts[index]
-        return pose_tensors(self.archive.read(pose)[start : start + self.max_frames])
+        """Window ``index``; ``-1`` (padding of :class:`RankShare`) is the first window with nothing observed."""
+        pose, start = self.poses[max(index, 0)], self.starts[max(index, 0)]
+        item = pose_tensors(self.archive.read(pose)[start : start + self.max_frames])
+        if index < 0:
+            item["observed"] = torch.zeros_like(item["observed"])
+        return item
 
 
 def split_entries(archive: PoseZip, split: str) -> Entries:
@@ -157,7 +194,7 @@ class PoseDataModule(L.LightningDataModule):
             log.warning("%s: no validation poses; validating on the first training poses", archive)
             self.val_entries = self.train_entries[:4]
 
-    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
         workers = self.config["num_workers"]
         return DataLoader(
             dataset,
@@ -166,13 +203,20 @@ class PoseDataModule(L.LightningDataModule):
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,
+            worker_init_fn=ignore_stop_signals,
         )
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
         config = self.config
         trainer = self.trainer
-        sampler = StepSampler(lambda: trainer.global_step if trainer else 0, config["max_steps"], config["batch_size"])
-        length = config["max_steps"] * config["batch_size"]
+        sampler = StepSampler(
+            lambda: trainer.global_step if trainer else 0, config["max_steps"], config["batch_size"], *self._rank()
+        )
+        length = config["max_steps"] * config["batch_size"] * sampler.world_size
         augmentation = config["augment"]
         shapes = shape_directions(self.archive, self.train_entries, config["seed"]) if augmentation["shape"] else None
         dataset = RandomCrops(
@@ -181,4 +225,5 @@ class PoseDataModule(L.LightningDataModule):
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(Windows(self.archive, self.val_entries, self.config["max_frames"]))
+        windows = Windows(self.archive, self.val_entries, self.config["max_frames"])
+        return self._loader(windows, RankShare(len(windows), *self._rank()))

@@ -22,7 +22,7 @@ class PoseVQModule(L.LightningModule):
         self.model = PoseFSQAutoencoder(mean, std, **model_kwargs(config))
         self.val_metrics = ReconstructionMetrics(self.model.codebook_size, self.model.bits_per_frame)
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         poses, padding = batch["poses"], batch["padding"]
         observed = batch["observed"] & ~padding[..., None]
         recon, codes = self.model(poses, observed, padding)
@@ -34,32 +34,47 @@ class PoseVQModule(L.LightningModule):
             both = observed[:, 1:] & observed[:, :-1]
             velocity = part_weighted_mse(recon[:, 1:] - recon[:, :-1], poses[:, 1:] - poses[:, :-1], both, weights, scales)
             loss = loss + loss_config["velocity_weight"] * velocity
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=poses.shape[0], sync_dist=stage == "val")
         return loss, recon, codes
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # randomness (dropout) as a function of the step: a resumed run continues exactly like an uninterrupted one
-        torch.manual_seed(self.config["seed"] * 1_000_003 + self.global_step)
+        # randomness (dropout) as a function of the step and rank: a resumed run continues like an uninterrupted one
+        torch.manual_seed((self.config["seed"] * 1_000_003 + self.global_step) * 1_009 + self.global_rank)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._step(batch, "train")
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch["poses"].shape[0])
+        loss, _, _ = self._step(batch)
+        size = batch["poses"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
         return loss
 
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
+        self.val_loss = torch.zeros(2, dtype=torch.float64)  # sum of batch losses, batches with something observed
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        _, recon, codes = self._step(batch, "val")
-        self.val_metrics.update(recon, batch["poses"], batch["observed"], codes, batch["padding"])
+        loss, recon, codes = self._step(batch)
+        observed = batch["observed"] & ~batch["padding"][..., None]
+        if observed.any():
+            self.val_loss += torch.tensor([float(loss), 1.0], dtype=torch.float64)
+        # frames with nothing observed (incl. a rank's padding windows) count for no code and no error
+        self.val_metrics.update(recon, batch["poses"], observed, codes, ~observed.any(-1))
+
+    def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size == 1:
+            return value
+        return self.trainer.strategy.reduce(value.to(self.device), reduce_op="sum").to(value.device, value.dtype)
 
     def on_validation_epoch_end(self) -> None:
+        """Metrics of the whole validation split: every rank's sums added, then the same values logged on every rank."""
+        self.val_metrics.reduce(self._sum_over_ranks)
+        loss_sum, batches = self._sum_over_ranks(self.val_loss).tolist()
         metrics = self.val_metrics.compute()
+        self.log("val/loss", loss_sum / max(batches, 1.0), prog_bar=True)
         for key in ("codebook_utilization", "perplexity", "mse"):
-            self.log(f"val/{key}", metrics[key], sync_dist=True)
+            self.log(f"val/{key}", metrics[key])
         for name in ("body", "face", "left_hand", "right_hand"):
-            self.log(f"val/error_{name}", metrics[f"error_{name}"], sync_dist=True)
-            self.log(f"val/ratio_{name}", metrics[f"ratio_{name}"], sync_dist=True)
+            self.log(f"val/error_{name}", metrics[f"error_{name}"])
+            self.log(f"val/ratio_{name}", metrics[f"ratio_{name}"])
 
     def configure_optimizers(self):
         config = self.config

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from sign_vq.config import load_config, validate
 from sign_vq.errors import UserError
 from sign_vq.data import PoseDataModule
 from sign_vq.metrics import codebook_stats
-from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse
+from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse, read_checkpoint
 from sign_vq.module import PoseVQModule
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards, write_stats
@@ -64,8 +63,10 @@ def train_command(config: Path, dataset: dict, output: Path) -> list[str]:
     ]
 
 
-def run_train(config: Path, dataset: dict, output: Path, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
+def run_train(
+    config: Path, dataset: dict, output: Path, extra_env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), **(extra_env or {})}
     return subprocess.run(train_command(config, dataset, output), capture_output=True, text=True, env=env, **kwargs)
 
 
@@ -94,44 +95,19 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(dataset, tmp_path):
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     output = tmp_path / "killed"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    process = subprocess.Popen(train_command(config, dataset, output), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (output / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (output / "model.ckpt").exists(), "killed too late: the run had already finished"
-    assert (output / "checkpoints" / "last.ckpt").exists()
+    killed = run_train(config, dataset, output, extra_env={"SIGN_VQ_STOP_AT_STEP": "15:kill"})
+    assert killed.returncode == -signal.SIGKILL
+    assert not (output / "model.ckpt").exists()
+    assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == 10
 
     resumed = run_train(config, dataset, output)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
-    expected = torch.load(tmp_path / "reference" / "model.ckpt", weights_only=False)["state_dict"]
-    actual = torch.load(output / "model.ckpt", weights_only=False)["state_dict"]
+    expected = read_checkpoint(tmp_path / "reference" / "model.ckpt")["state_dict"]
+    actual = read_checkpoint(output / "model.ckpt")["state_dict"]
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
-
-
-def test_sigterm_saves_checkpoint_and_exits_nonzero(dataset, tmp_path):
-    config = write_config(tmp_path / "config.yaml", max_steps=100000, checkpoint_every=100000)
-    output = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    process = subprocess.Popen(train_command(config, dataset, output), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list((output / "logs").glob("version_0/hparams.yaml")) and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(2)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 3, stderr[-2000:]
-    assert "rerun the same command to resume" in stderr
-    last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
-    assert last["global_step"] > 0
-    assert not (output / "model.ckpt").exists()
 
 
 def test_sigterm_during_validation_still_saves_the_checkpoint(dataset, tmp_path, monkeypatch):
@@ -147,21 +123,10 @@ def test_sigterm_during_validation_still_saves_the_checkpoint(dataset, tmp_path,
     config = load_config(write_config(tmp_path / "config.yaml", max_steps=1000))
     output = tmp_path / "run"
     assert train_in_process(config, dataset["archive"], dataset["stats"], output) == INTERRUPTED
-    last = torch.load(output / "checkpoints" / "last.ckpt", weights_only=False)
+    last = read_checkpoint(output / "checkpoints" / "last.ckpt")
     assert last["global_step"] >= TINY["val_every"]
     assert not (output / "model.ckpt").exists()
     assert signal.getsignal(signal.SIGTERM) is before, "the training's signal handler outlived the run"
-
-
-def test_changed_config_starts_over_and_keeps_old_checkpoints(dataset, tmp_path):
-    output = tmp_path / "run"
-    first = run_train(write_config(tmp_path / "a.yaml", max_steps=10), dataset, output)
-    assert first.returncode == 0, first.stderr[-2000:]
-    second = run_train(write_config(tmp_path / "b.yaml", max_steps=10, lr=0.002), dataset, output)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "train config changed" in second.stderr
-    assert len(list(tmp_path.glob("run/checkpoints.stale-*/last.ckpt"))) == 1
-    assert load_model(output).train_config["lr"] == 0.002
 
 
 def test_bf16_mixed_trains_on_cpu(dataset, tmp_path):

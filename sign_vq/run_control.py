@@ -1,0 +1,151 @@
+"""Callbacks that keep a training run safe on a cluster: stop on non-finite weights, checkpoint (periodically and on
+Slurm's stop signals), and plain progress lines for batch logs.
+
+Order matters: :class:`NonFiniteGuard` runs before :class:`Checkpoints` in ``on_train_batch_end`` so a checkpoint
+with non-finite weights is never written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from sign_vq.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteGuard(Callback):
+    """Stops with a clear error at the first step whose weights are no longer finite (a NaN/inf loss or gradient).
+
+    Under DDP the weights are identical on every rank after each step, so every rank stops at the same step.
+    """
+
+    def __init__(self, causes: str):
+        self.causes = causes
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args) -> None:
+        finite = torch.stack([p.detach().isfinite().all() for p in pl_module.parameters()]).all()
+        if not bool(finite):
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            raise UserError(
+                f"training diverged at step {trainer.global_step}: the loss ({float(loss):.4g}) or its gradients "
+                f"are not finite and no checkpoint was written; check {self.causes}"
+            )
+
+
+class Checkpoints(Callback):
+    """One rolling ``last`` checkpoint every ``every`` steps (and a kept ``step-N.ckpt`` every ``keep_every`` steps if
+    > 0); on SIGTERM/SIGUSR1 (Slurm's time limit or its early warning, sent to every process of the job) it saves
+    ``last`` at the end of the current step and stops the run.
+
+    Lightning installs its own SIGTERM handler when fitting starts (it stops at the next loop boundary, even
+    mid-validation, without a checkpoint), so this callback takes SIGTERM back once training starts. Every rank
+    stops at the same step when any rank was signalled. Call :meth:`restore` after fitting, whatever its outcome.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, last: Path, every: int, keep_every: int = 0):
+        self.last, self.every, self.keep_every = last, every, keep_every
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.received = signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        step = trainer.global_step
+        stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        if stop or step % self.every == 0 or step >= trainer.max_steps:
+            trainer.save_checkpoint(self.last, weights_only=False)
+        if self.keep_every and step % self.keep_every == 0 and trainer.is_global_zero:
+            shutil.copyfile(self.last, self.last.with_name(f"step-{step}.ckpt"))
+        if stop and not trainer.should_stop:
+            if trainer.is_global_zero:
+                log.warning("stop signal received: saved %s at step %d, stopping", self.last, step)
+            trainer.should_stop = True
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before training."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class ProgressLines(Callback):
+    """A plain log line every ``every`` steps (rank zero): step, loss, steps/s and the time left. For batch logs,
+    where a progress bar would write every redraw into the file."""
+
+    def __init__(self, every: int):
+        self.every = every
+        self._start: tuple[float, int] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = (time.monotonic(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or self._start is None or (step % self.every and step < trainer.max_steps):
+            return
+        elapsed = time.monotonic() - self._start[0]
+        rate = (step - self._start[1]) / max(elapsed, 1e-9)
+        left = (trainer.max_steps - step) / rate if rate > 0 else float("inf")
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        log.info("step %d/%d loss %.4g %.2f steps/s ETA %s", step, trainer.max_steps, float(loss), rate, _clock(left))
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS`` (hours unbounded), ``?`` when unknown."""
+    if seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class StopAtStep(Callback):
+    """Fault injection for tests (``SIGN_VQ_STOP_AT_STEP=STEP:HOW``): at the end of step STEP, after its checkpoint,
+    ``kill`` SIGKILLs every rank; ``term``/``usr1`` send SIGTERM/SIGUSR1 to rank zero's process group (as Slurm does
+    at a time limit); ``scancel-term``/``scancel-usr1`` ask Slurm to signal every step of this job."""
+
+    ENV = "SIGN_VQ_STOP_AT_STEP"
+    HOWS = ("kill", "term", "usr1", "scancel-term", "scancel-usr1")
+
+    def __init__(self, spec: str):
+        step, _, how = spec.partition(":")
+        if not step.isdigit() or how not in self.HOWS:
+            raise UserError(f"{self.ENV}={spec!r}: expected STEP:HOW with HOW one of {', '.join(self.HOWS)}")
+        self.step, self.how = int(step), how
+
+    @classmethod
+    def from_environment(cls) -> list[Callback]:
+        spec = os.environ.get(cls.ENV)
+        return [cls(spec)] if spec else []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step != self.step:
+            return
+        if self.how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if not trainer.is_global_zero:
+            return
+        name = self.how.rsplit("-", 1)[-1].upper()
+        if self.how.startswith("scancel"):
+            subprocess.run(["scancel", f"--signal={name}", os.environ["SLURM_JOB_ID"]], check=True)
+        else:
+            os.killpg(os.getpgid(0), getattr(signal, f"SIG{name}"))

@@ -1,0 +1,212 @@
+"""Training as a cluster runs it: several processes (DDP on CPU, gloo), stop signals to the whole process group,
+runs that resume or start over, non-finite losses, batch logs.
+
+Processes stop themselves at a known step (``SIGN_VQ_STOP_AT_STEP``), so nothing here races a timer.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import signal
+
+import lightning as L
+import pytest
+import torch
+
+from sign_vq.cli import main
+from sign_vq.config import load_config
+from sign_vq.data import PoseDataModule, RankShare, StepSampler
+from sign_vq.metrics import ReconstructionMetrics
+from sign_vq.model import read_checkpoint
+from sign_vq.module import PoseVQModule
+from sign_vq.normalize import normalize_shard
+from sign_vq.runs import PREVIOUS
+from sign_vq.stats import load_stats, merge_shards, write_stats
+from sign_vq.train import INTERRUPTED, train as train_in_process
+from test_train import EXAMPLES, run_train, write_config
+
+pytest_plugins = ["test_train"]  # the `dataset` fixture
+FINGERPRINT = re.compile(r"rank (\d) stopped at step (\d+), weights (\w+)")
+
+
+def fingerprints(log: str) -> dict[int, tuple[int, str]]:
+    """rank -> (step, weights fingerprint) from a training log."""
+    return {int(rank): (int(step), weights) for rank, step, weights in FINGERPRINT.findall(log)}
+
+
+def csv_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- samples and metrics per rank ----------------------------------------------------------------------------------
+
+
+def test_step_sampler_gives_each_rank_other_samples_and_resumes_on_the_same_ones():
+    step = 0
+    ranks = [list(StepSampler(lambda: step, 5, 3, rank, 2)) for rank in range(2)]
+    assert not set(ranks[0]) & set(ranks[1]), "ranks share samples"
+    assert sorted(ranks[0] + ranks[1]) == list(range(5 * 3 * 2)), "a step's global batch is batch_size x world"
+    step = 2
+    resumed = list(StepSampler(lambda: step, 5, 3, 1, 2))
+    assert resumed == ranks[1][2 * 3 :] and len(StepSampler(lambda: step, 5, 3, 1, 2)) == len(resumed)
+
+
+@pytest.mark.parametrize("length, world", [(7, 2), (1, 3), (6, 3)])
+def test_rank_shares_cover_every_window_once_with_equal_counts(length, world):
+    shares = [list(RankShare(length, rank, world)) for rank in range(world)]
+    assert len({len(share) for share in shares}) == 1, "every rank runs the same number of batches"
+    real = sorted(i for share in shares for i in share if i >= 0)
+    assert real == list(range(length))
+
+
+def test_metric_sums_of_two_ranks_give_the_metrics_of_the_whole_split():
+    torch.manual_seed(0)
+    poses, recon = torch.randn(6, 10, 178, 3), torch.randn(6, 10, 178, 3)
+    observed = torch.rand(6, 10, 178) > 0.3
+    codes = torch.randint(0, 1000, (6, 10, 1))
+    whole, halves = ReconstructionMetrics(1000, 10.0), [ReconstructionMetrics(1000, 10.0) for _ in range(2)]
+    whole.update(recon, poses, observed, codes)
+    for half, rows in zip(halves, (slice(0, 2), slice(2, 6))):
+        half.update(recon[rows], poses[rows], observed[rows], codes[rows])
+    other = iter([v for v in vars(halves[1]).values() if isinstance(v, torch.Tensor)])  # reduce's order
+    halves[0].reduce(lambda value: value + next(other))
+    expected, actual = whole.compute(), halves[0].compute()
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        assert actual[key] == pytest.approx(expected[key], rel=1e-12), key
+
+
+# --- real multi-process training ------------------------------------------------------------------------------------
+
+
+def ddp_config(tmp_path, **overrides):
+    return write_config(
+        tmp_path / "ddp.yaml", max_steps=40, checkpoint_every=10, val_every=20, devices=2, accelerator="cpu",
+        **overrides,
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_train_alike_and_a_killed_run_rerun_ends_with_the_same_weights(dataset, tmp_path):
+    config = ddp_config(tmp_path)
+    reference = run_train(config, dataset, tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ranks = fingerprints(reference.stderr)
+    assert ranks.keys() == {0, 1} and ranks[0] == ranks[1], "every rank ends with the same weights at max_steps"
+    assert ranks[0][0] == 40
+
+    killed = run_train(config, dataset, tmp_path / "killed", extra_env={"SIGN_VQ_STOP_AT_STEP": "25:kill"})
+    assert killed.returncode == -signal.SIGKILL
+    assert read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")["global_step"] == 20
+    resumed = run_train(config, dataset, tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    expected = read_checkpoint(tmp_path / "reference" / "model.ckpt")["state_dict"]
+    actual = read_checkpoint(tmp_path / "killed" / "model.ckpt")["state_dict"]
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert fingerprints(resumed.stderr) == ranks
+
+    # the validation at step 40 of the 2-process run = one process validating the final weights on the same split
+    logged = next(row for row in csv_rows(tmp_path / "reference" / "metrics.csv")
+                  if row["step"] == "39" and row.get("val/codebook_utilization"))
+    train_config = load_config(config)["train"]
+    module = PoseVQModule(train_config)
+    module.load_state_dict(expected)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (single,) = trainer.validate(module, datamodule=PoseDataModule(dataset["archive"], train_config), verbose=False)
+    for key in ("val/codebook_utilization", "val/perplexity", "val/error_body", "val/error_face",
+                "val/error_left_hand", "val/error_right_hand"):
+        assert float(logged[key]) == pytest.approx(float(single[key]), rel=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["term", "usr1"])
+def test_a_stop_signal_to_the_process_group_saves_one_checkpoint_and_the_rerun_finishes(dataset, tmp_path, how):
+    config = write_config(tmp_path / "c.yaml", max_steps=30, checkpoint_every=100, num_workers=2, log_every=5)
+    output = tmp_path / "run"
+    stopped = run_train(config, dataset, output, extra_env={"SIGN_VQ_STOP_AT_STEP": f"12:{how}"},
+                        start_new_session=True)
+    assert stopped.returncode == INTERRUPTED, stopped.stderr[-3000:]
+    assert "rerun the same command to resume" in stopped.stderr
+    assert "killed by signal" not in stopped.stderr, "a DataLoader worker died of the signal"
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == 13
+    assert not (output / "model.ckpt").exists()
+    # a batch log: plain lines every log_every steps, no progress-bar redraws, no third-party tips
+    assert "\r" not in stopped.stderr and "Tip" not in stopped.stderr and "GPU available" not in stopped.stderr
+    assert re.findall(r"step (\d+)/30 loss", stopped.stderr) == ["5", "10"]
+
+    resumed = run_train(config, dataset, output)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    assert read_checkpoint(output / "model.ckpt")["global_step"] == 30
+
+
+# --- what a change means ----------------------------------------------------------------------------------------------
+
+
+def test_more_steps_resume_and_a_model_change_starts_a_new_run_with_the_old_one_moved_aside(dataset, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    output = tmp_path / "run"
+    args = (dataset["archive"], dataset["stats"], output)
+    assert train_in_process(load_config(write_config(tmp_path / "a.yaml", max_steps=10)), *args) == 0
+    caplog.clear()
+    longer = load_config(write_config(tmp_path / "b.yaml", max_steps=20, num_workers=1, val_every=5))
+    assert train_in_process(longer, *args) == 0
+    assert "resuming from" in caplog.text
+    assert read_checkpoint(output / "model.ckpt")["global_step"] == 20
+    steps = {int(row["step"]) for row in csv_rows(output / "metrics.csv")}
+    assert min(steps) < 10 <= max(steps), "the CSV keeps the first part of the run"
+
+    caplog.clear()
+    other = load_config(write_config(tmp_path / "c.yaml", max_steps=10, lr=0.002))
+    assert train_in_process(other, *args) == 0
+    assert "resuming from" not in caplog.text and "train.lr" in caplog.text
+    (previous,) = (output / PREVIOUS).iterdir()
+    assert read_checkpoint(previous / "checkpoints" / "last.ckpt")["global_step"] == 20
+    assert (previous / "metrics.csv").exists() and (previous / "run.json").exists()
+    assert max(int(row["step"]) for row in csv_rows(output / "metrics.csv")) < 10, "no rows of the old run"
+    assert read_checkpoint(output / "model.ckpt")["hyper_parameters"]["config"]["lr"] == 0.002
+
+
+def test_new_statistics_always_retrain_and_the_model_carries_them(dataset, tmp_path):
+    output = tmp_path / "run"
+    config = load_config(write_config(tmp_path / "a.yaml", max_steps=6))
+    assert train_in_process(config, dataset["archive"], dataset["stats"], output) == 0
+    subset = tmp_path / "subset.zip"
+    normalize_shard(sorted(EXAMPLES.rglob("*.pose"))[::2], subset, root=EXAMPLES)
+    write_stats(merge_shards([subset]), tmp_path / "stats.json")
+    assert train_in_process(config, dataset["archive"], tmp_path / "stats.json", output) == 0
+    assert (output / PREVIOUS).is_dir(), "the run on the old statistics was moved aside"
+    mean = read_checkpoint(output / "model.ckpt")["state_dict"]["model.mean"].double()
+    new, old = (torch.as_tensor(load_stats(path).mean).double() for path in (tmp_path / "stats.json", dataset["stats"]))
+    assert torch.allclose(mean, new.reshape(mean.shape)) and not torch.allclose(mean, old.reshape(mean.shape))
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_the_causes_and_writes_no_checkpoint(
+    dataset, tmp_path, caplog, monkeypatch
+):
+    def nan_loss(recon, *args):  # what a blown-up learning rate or bad statistics end in
+        return recon.sum() * float("nan")
+
+    monkeypatch.setattr("sign_vq.module.part_weighted_mse", nan_loss)
+    config = write_config(tmp_path / "c.yaml", max_steps=20, checkpoint_every=1)
+    output = tmp_path / "run"
+    code = main(["train", "--config", str(config), "--archive", str(dataset["archive"]),
+                 "--stats", str(dataset["stats"]), "--output", str(output)])
+    assert code == 2
+    assert "training diverged at step 1" in caplog.text and str(dataset["stats"]) in caplog.text
+    assert "train.lr" in caplog.text
+    assert not (output / "checkpoints" / "last.ckpt").exists() and not (output / "model.ckpt").exists()
+
+
+def test_the_stop_at_step_hook_rejects_a_bad_value(dataset, tmp_path):
+    result = run_train(write_config(tmp_path / "c.yaml"), dataset, tmp_path / "run",
+                       extra_env={"SIGN_VQ_STOP_AT_STEP": "soon"})
+    assert result.returncode == 2 and "SIGN_VQ_STOP_AT_STEP='soon'" in result.stderr
+    assert "Traceback" not in result.stderr
