@@ -6,9 +6,21 @@ shoulder width. Only observed (unmasked, unpadded) points count. The trivial ref
 pose as that pose's own per-point mean over its frames (over each batch item: a whole pose in `render`, a window of
 ``max_frames`` in training validation).
 
-- ``error_<part>`` = sum over observed points of ||recon - target||_2 / their count, per part (body, face, hands);
+- ``error_<part>`` = sum over observed points of ||recon - target||_2 / their count, per part (body, face, hands,
+  and ``all`` of them);
   ``reference_<part>`` the same for the trivial reference; ``ratio_<part>`` = error / reference (< 1 beats it).
   With ``scale`` (each pose's shoulder width in pixels) ``error_px_<part>``/``reference_px_<part>`` are in pixels.
+- ``motion_<part>`` = the same error after removing each pose's own per-point mean from the reconstruction and from
+  the original (a constant offset costs nothing); its reference is the motion's own size, ``reference_<part>``,
+  so ``ratio_motion_<part>`` = motion / reference.
+- ``handshape_<hand>`` = the error of the hand's 20 finger points relative to its wrist (both hands aligned at the
+  wrist, frames where the wrist and the point are observed); ``reference_handshape_<hand>`` predicts the pose's own
+  mean handshape; ``ratio_handshape_<hand>`` their ratio.
+- ``dtw_<part>`` (with ``dtw=True``): the DTW mean joint error of Ham2Pose's nDTW-MJE on shoulder-normalized poses:
+  each point's trajectory is aligned to the original's by DTW (tslearn) under a masked distance (0 where the original
+  lacks the point; half the original point's norm where only the reconstruction lacks it; else the L2 distance),
+  and the alignment costs are summed over the part and divided by its observed point-frames (``ratio_dtw_<part>``
+  divides by ``reference_<part>``, which is also the DTW error of the trivial reference). Never above ``error_``.
 - ``mse`` = mean over observed values (x, y, z separately) of (recon - target)^2, shoulder widths^2;
   ``reference_mse``/``ratio_mse`` likewise.
 - ``jitter`` = mean ||recon[t+1] - 2 recon[t] + recon[t-1]||_2 over points observed in the three frames (shoulder
@@ -17,27 +29,32 @@ pose as that pose's own per-point mean over its frames (over each batch item: a 
   ``perplexity`` = exp(entropy) of the code histogram (at most ``codebook_size``).
 - ``bits_per_frame`` = num_codebooks * log2(codebook_size); ``compression_ratio`` = float16 bits of a frame
   (178 x 3 x 16) / bits_per_frame.
+
+Every accumulated state is a sum tensor, so summing them over processes (:meth:`ReconstructionMetrics.reduce`) gives
+the metrics of everything the processes saw.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+import numpy as np
 import torch
 
 from sign_vq import skeleton
+from sign_vq.errors import UserError
 
 FLOAT16_BITS_PER_FRAME = skeleton.NUM_POINTS * skeleton.DIMS * 16
-
-
-def masked_mse(recon: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over observed values (observed: ... x 178, broadcast over x,y,z)."""
-    values = observed[..., None].expand_as(target)
-    return (recon.float() - target.float())[values].square().mean()
+HANDS = ("left_hand", "right_hand")
+SCOPES = {**skeleton.PARTS, "all": slice(0, skeleton.NUM_POINTS)}  # the parts and every point ("overall")
+# Rows of the per-point sums: model error, trivial reference, motion error, DTW cost, observed frames, and in pixels.
+POINT_ROWS = ("error", "reference", "motion", "dtw", "count", "error_px", "reference_px", "count_px")
+_ROW = {name: i for i, name in enumerate(POINT_ROWS)}
 
 
 def trivial_reference(poses: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Every frame predicted as the pose's own per-point mean over its observed frames (B x T x 178 x 3)."""
+    """Every frame predicted as the pose's own per-point mean over its observed frames (B x T x N x 3)."""
     weight = observed[..., None].to(poses.dtype)
     mean = (poses * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp_min(1)
     return mean.expand_as(poses)
@@ -53,33 +70,64 @@ def codebook_stats(counts: torch.Tensor) -> dict[str, float]:
     return {"codebook_utilization": float((counts > 0).double().mean()), "perplexity": float(entropy.exp())}
 
 
+def dtw_point_costs(
+    hyp: torch.Tensor, hyp_observed: torch.Tensor, ref: torch.Tensor, ref_observed: torch.Tensor
+) -> torch.Tensor:
+    """Per point (N,), the cost of the best DTW alignment of its trajectory in ``hyp`` (T1 x N x 3) to the one in
+    ``ref`` (T2 x N x 3), with Ham2Pose's masked distance (observed masks T1 x N and T2 x N): 0 where ``ref`` lacks
+    the point, half the norm of the ``ref`` point where only ``hyp`` lacks it, else the L2 distance."""
+    try:
+        from tslearn.metrics import dtw_path_from_metric
+    except ImportError:
+        raise UserError("DTW metrics need tslearn: pip install 'sign-vq[quality]'") from None
+    hyp, ref = hyp.double().transpose(0, 1), ref.double().transpose(0, 1)  # points x frames x 3
+    hyp_seen, ref_seen = hyp_observed.T, ref_observed.T
+    costs = np.zeros(len(ref))
+    points = torch.nonzero(ref_seen.any(1)).flatten()
+    for chunk in points.split(max(1, 2**22 // max(hyp.shape[1] * ref.shape[1], 1))):  # <= 32 MiB of local costs
+        local = torch.cdist(hyp[chunk], ref[chunk], compute_mode="donot_use_mm_for_euclid_dist")
+        local = torch.where(hyp_seen[chunk, :, None], local, ref[chunk].norm(dim=-1)[:, None] / 2)
+        local = local * ref_seen[chunk, None]
+        for point, matrix in zip(chunk.tolist(), local.numpy()):
+            costs[point] = dtw_path_from_metric(matrix, metric="precomputed", be="numpy")[1]  # be: no input sniffing
+    return torch.from_numpy(costs)
+
+
 def _ratio(value: float, reference: float) -> float:
     return value / reference if reference > 0 else math.nan
 
 
 class ReconstructionMetrics:
-    """Accumulates per-part errors (model and trivial reference) and the code histogram over many batches."""
+    """Accumulates per-point and per-part errors (model and trivial reference) and the code histogram over batches.
 
-    def __init__(self, codebook_size: int, bits_per_frame: float):
+    ``dtw`` adds the DTW errors (``dtw_<part>``; needs tslearn, the `quality` extra): meant for whole poses.
+    """
+
+    def __init__(self, codebook_size: int, bits_per_frame: float, dtw: bool = False):
         self.codebook_size = codebook_size
         self.bits_per_frame = bits_per_frame
+        self.dtw = dtw
         self.reset()
 
     def reset(self) -> None:
-        parts = len(skeleton.PARTS)
-        self.error = torch.zeros(parts, dtype=torch.float64)
-        self.reference = torch.zeros(parts, dtype=torch.float64)
-        self.count = torch.zeros(parts, dtype=torch.float64)
-        self.squared = torch.zeros((), dtype=torch.float64)
-        self.values = 0
-        self.frames = 0
+        float64 = {"dtype": torch.float64}
+        self.points = torch.zeros(len(POINT_ROWS), skeleton.NUM_POINTS, **float64)  # sums per point, POINT_ROWS
+        self.hands = torch.zeros(len(HANDS), 3, **float64)  # handshape error, reference, count per hand
+        self.squared = torch.zeros(3, **float64)  # squared error, squared reference error, observed values
+        self.jitter = torch.zeros(3, **float64)  # reconstruction, target, count
+        self.frames = torch.zeros((), dtype=torch.int64)
         self.codes = torch.zeros(self.codebook_size, dtype=torch.int64)
-        self.reference_squared = torch.zeros((), dtype=torch.float64)
-        self.jitter = torch.zeros(2, dtype=torch.float64)  # reconstruction, target
-        self.jitter_count = 0
-        self.pixel_error = torch.zeros(parts, dtype=torch.float64)
-        self.pixel_reference = torch.zeros(parts, dtype=torch.float64)
-        self.pixel_count = torch.zeros(parts, dtype=torch.float64)
+
+    def reduce(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every accumulated sum by ``reduce_sum`` of it (the sum over DDP ranks): afterwards :meth:`compute`
+        gives the metrics of the whole split, as if one process had seen every batch."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, reduce_sum(value))
+
+    def _add_points(self, row: str, per_point: torch.Tensor, observed: torch.Tensor) -> None:
+        """Add a B x T x 178 quantity, summed over observed frames, to the per-point sums of ``row``."""
+        self.points[_ROW[row]] += (per_point * observed).sum((0, 1))
 
     @torch.no_grad()
     def update(
@@ -96,54 +144,91 @@ class ReconstructionMetrics:
         ``scale`` (B, optional): each pose's shoulder width in pixels, for the ``error_px_*`` metrics.
         """
         recon, target = recon.detach().double().cpu(), target.detach().double().cpu()
-        observed = observed.detach().cpu()
         valid = torch.ones(target.shape[:2], dtype=torch.bool) if padding is None else ~padding.cpu()
-        observed = observed & valid[..., None]
+        observed = observed.detach().cpu() & valid[..., None]
         trivial = trivial_reference(target, observed)
-        distance = (recon - target).norm(dim=-1)
-        reference = (trivial - target).norm(dim=-1)
-        pixels = None if scale is None else torch.as_tensor(scale, dtype=torch.float64).cpu().reshape(-1, 1, 1)
-        for i, points in enumerate(skeleton.PARTS.values()):
-            seen = observed[..., points]
-            self.error[i] += distance[..., points][seen].sum()
-            self.reference[i] += reference[..., points][seen].sum()
-            self.count[i] += seen.sum()
-            if pixels is not None:
-                self.pixel_error[i] += (distance[..., points] * pixels)[seen].sum()
-                self.pixel_reference[i] += (reference[..., points] * pixels)[seen].sum()
-                self.pixel_count[i] += seen.sum()
-        mask = observed[..., None].expand_as(target)
-        self.squared += (recon - target)[mask].square().sum()
-        self.reference_squared += (trivial - target)[mask].square().sum()
-        if target.shape[1] >= 3:
-            seen3 = observed[:, 2:] & observed[:, 1:-1] & observed[:, :-2]
-            for j, poses in enumerate((recon, target)):
-                accel = (poses[:, 2:] - 2 * poses[:, 1:-1] + poses[:, :-2]).norm(dim=-1)
-                self.jitter[j] += accel[seen3].sum()
-            self.jitter_count += int(seen3.sum())
-        self.values += int(mask.sum())
-        self.frames += int(valid.sum())
+        distance, reference = (recon - target).norm(dim=-1), (trivial - target).norm(dim=-1)
+        motion = recon - trivial_reference(recon, observed) - (target - trivial)
+        for row, value in (("error", distance), ("reference", reference), ("motion", motion.norm(dim=-1))):
+            self._add_points(row, value, observed)
+        self._add_points("count", torch.ones_like(distance), observed)
+        if scale is not None:
+            pixels = torch.as_tensor(scale, dtype=torch.float64).cpu().reshape(-1, 1, 1)
+            self._add_points("error_px", distance * pixels, observed)
+            self._add_points("reference_px", reference * pixels, observed)
+            self._add_points("count_px", torch.ones_like(distance), observed)
+        if self.dtw:
+            for item in range(len(target)):
+                frames = valid[item]
+                if frames.any():
+                    seen = observed[item, frames]
+                    costs = dtw_point_costs(recon[item, frames], torch.ones_like(seen), target[item, frames], seen)
+                    self.points[_ROW["dtw"]] += costs
+        self._add_handshapes(recon, target, observed)
+        values = observed.sum() * skeleton.DIMS
+        squares = [((poses - target).square().sum(-1) * observed).sum() for poses in (recon, trivial)]
+        self.squared += torch.stack([*squares, values.double()])
+        self._add_jitter(recon, target, observed)
+        self.frames += valid.sum()
         if codes is not None:
             frame_codes = codes.detach().cpu()[valid].reshape(-1)
             self.codes += torch.bincount(frame_codes, minlength=self.codebook_size)[: self.codebook_size]
 
+    def _add_handshapes(self, recon: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) -> None:
+        for i, hand in enumerate(HANDS):
+            wrist = skeleton.PARTS[hand].start
+            fingers = slice(wrist + 1, skeleton.PARTS[hand].stop)
+            seen = observed[..., fingers] & observed[..., wrist, None]
+            shape = target[..., fingers, :] - target[..., wrist, None, :]
+            error = (recon[..., fingers, :] - recon[..., wrist, None, :] - shape).norm(dim=-1)
+            reference = (shape - trivial_reference(shape, seen)).norm(dim=-1)
+            self.hands[i] += torch.stack([(error * seen).sum(), (reference * seen).sum(), seen.sum().double()])
+
+    def _add_jitter(self, recon: torch.Tensor, target: torch.Tensor, observed: torch.Tensor) -> None:
+        if target.shape[1] < 3:
+            return
+        seen3 = observed[:, 2:] & observed[:, 1:-1] & observed[:, :-2]
+        accel = [(p[:, 2:] - 2 * p[:, 1:-1] + p[:, :-2]).norm(dim=-1)[seen3].sum() for p in (recon, target)]
+        self.jitter += torch.stack([*accel, seen3.sum().double()])
+
+    def point_ratios(self, row: str = "error") -> np.ndarray:
+        """Per point (178,), the ``row`` sum (error, motion or dtw) over the trivial reference's (NaN if unseen)."""
+        reference = self.points[_ROW["reference"]]
+        ratios = self.points[_ROW[row]] / reference.where(reference > 0, torch.tensor(math.nan, dtype=torch.float64))
+        return ratios.numpy()
+
+    def _parts(self) -> dict[str, float]:
+        result: dict[str, float] = {}
+        for name, points in SCOPES.items():
+            sums = dict(zip(POINT_ROWS, self.points[:, points].sum(1).tolist()))
+            count = max(sums["count"], 1.0)
+            result[f"error_{name}"] = sums["error"] / count
+            result[f"reference_{name}"] = sums["reference"] / count
+            result[f"ratio_{name}"] = _ratio(sums["error"], sums["reference"])
+            result[f"motion_{name}"] = sums["motion"] / count
+            result[f"ratio_motion_{name}"] = _ratio(sums["motion"], sums["reference"])
+            if self.dtw:
+                result[f"dtw_{name}"] = sums["dtw"] / count
+                result[f"ratio_dtw_{name}"] = _ratio(sums["dtw"], sums["reference"])
+            if sums["count_px"] > 0:
+                result[f"error_px_{name}"] = sums["error_px"] / sums["count_px"]
+                result[f"reference_px_{name}"] = sums["reference_px"] / sums["count_px"]
+        for (error, reference, count), hand in zip(self.hands.tolist(), HANDS):
+            result[f"handshape_{hand}"] = error / max(count, 1.0)
+            result[f"reference_handshape_{hand}"] = reference / max(count, 1.0)
+            result[f"ratio_handshape_{hand}"] = _ratio(error, reference)
+        return result
+
     def compute(self) -> dict[str, float]:
-        """Per-part error and reference, their ratio, MSE, codebook use, bits per frame and compression."""
-        result: dict[str, float] = {"mse": float(self.squared / max(self.values, 1)), "frames": float(self.frames)}
-        result["reference_mse"] = float(self.reference_squared / max(self.values, 1))
+        """Per-part errors and references, their ratios, MSE, jitter, codebook use, bits per frame, compression."""
+        squared, reference_squared, values = self.squared.tolist()
+        result: dict[str, float] = {"mse": squared / max(values, 1), "frames": float(self.frames)}
+        result["reference_mse"] = reference_squared / max(values, 1)
         result["ratio_mse"] = _ratio(result["mse"], result["reference_mse"])
-        for i, name in enumerate(skeleton.PARTS):
-            count = max(float(self.count[i]), 1.0)
-            error, reference = float(self.error[i]) / count, float(self.reference[i]) / count
-            result[f"error_{name}"] = error
-            result[f"reference_{name}"] = reference
-            result[f"ratio_{name}"] = error / reference if reference > 0 else math.nan
-            if self.pixel_count[i] > 0:
-                result[f"error_px_{name}"] = float(self.pixel_error[i] / self.pixel_count[i])
-                result[f"reference_px_{name}"] = float(self.pixel_reference[i] / self.pixel_count[i])
-        jitter_count = max(self.jitter_count, 1)
-        result["jitter"] = float(self.jitter[0]) / jitter_count
-        result["jitter_target"] = float(self.jitter[1]) / jitter_count
+        result.update(self._parts())
+        jitter, jitter_target, count = self.jitter.tolist()
+        result["jitter"] = jitter / max(count, 1)
+        result["jitter_target"] = jitter_target / max(count, 1)
         result["ratio_jitter"] = _ratio(result["jitter"], result["jitter_target"])
         result.update(codebook_stats(self.codes))
         result["bits_per_frame"] = self.bits_per_frame
@@ -158,12 +243,14 @@ def metrics_table(result: dict[str, float], codebook_size: int) -> list[dict[str
     (utilization 1, perplexity ``codebook_size``) for the codebook, float16 poses for bits per frame.
     """
     rows = [("mse", result["mse"], result["reference_mse"])]
-    rows += [(f"error_{name}", result[f"error_{name}"], result[f"reference_{name}"]) for name in skeleton.PARTS]
-    rows += [
-        (f"error_px_{name}", result[f"error_px_{name}"], result[f"reference_px_{name}"])
-        for name in skeleton.PARTS
-        if f"error_px_{name}" in result
-    ]
+    for kind in ("error", "motion", "dtw", "error_px"):
+        reference = "reference_px" if kind == "error_px" else "reference"
+        rows += [
+            (f"{kind}_{name}", result[f"{kind}_{name}"], result[f"{reference}_{name}"])
+            for name in skeleton.PARTS
+            if f"{kind}_{name}" in result
+        ]
+    rows += [(f"handshape_{h}", result[f"handshape_{h}"], result[f"reference_handshape_{h}"]) for h in HANDS]
     rows += [
         ("jitter", result["jitter"], result["jitter_target"]),
         ("codebook_utilization", result["codebook_utilization"], 1.0),

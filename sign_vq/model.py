@@ -21,6 +21,7 @@ from sign_vq import skeleton
 from sign_vq.config import validate
 from sign_vq.errors import UserError
 
+QUANTIZERS = ("fsq", "none")
 STD_FLOOR = 0.01  # shoulder widths: keeps near-constant coordinates (MediaPipe z) from being blown up
 FEATURES = skeleton.NUM_POINTS * skeleton.DIMS
 
@@ -55,6 +56,10 @@ class PoseFSQAutoencoder(nn.Module):
     of the mean, the decoder sums frame t's learned read-outs over the window's frames. A linear channel generalizes
     to unseen signers like a principal-component code does, where the transformer alone learns the training signers'
     shapes by heart. Frames beyond ``max_frames`` send nothing on it.
+
+    ``quantizer="none"`` is the same network with the rounding left out (its latents stay in FSQ's bounded range but
+    continuous): the upper bound of what the network reaches, so the gap to it is what quantization costs. It has no
+    codes: ``forward`` returns B x T x 0 codes, and ``encode``/``decode`` refuse.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class PoseFSQAutoencoder(nn.Module):
         dropout: float = 0.0,
         levels: list[int] = (8, 5, 5, 5),
         num_codebooks: int = 1,
+        quantizer: str = "fsq",
         static_dims: int = 0,
         max_frames: int = 128,
     ):
@@ -81,8 +87,11 @@ class PoseFSQAutoencoder(nn.Module):
         self.register_buffer("std", std.reshape(shape).clamp_min(STD_FLOOR))
         self.levels = list(levels)
         self.num_codebooks = num_codebooks
-        self.codebook_size = int(np.prod(self.levels))
+        if quantizer not in QUANTIZERS:
+            raise UserError(f"model.quantizer {quantizer!r}: use one of {', '.join(QUANTIZERS)}")
         code_dims = num_codebooks * len(self.levels)
+        self.codebook_size = int(np.prod(self.levels)) if quantizer == "fsq" else 0
+        self.latent_bits = 0 if quantizer == "fsq" else 32 * code_dims  # float32 latents
         if not 0 <= static_dims < code_dims:
             raise UserError(
                 f"model.static_dims {static_dims}: must be at least 0 and below the {code_dims} code dimensions "
@@ -93,7 +102,10 @@ class PoseFSQAutoencoder(nn.Module):
         self.embed = nn.Linear(FEATURES + skeleton.NUM_POINTS, d_model)
         self.encoder = _transformer(d_model, heads, encoder_layers, ff_mult, dropout)
         self.to_codes = nn.Linear(d_model, code_dims - static_dims)
-        self.quantizer = FSQ(levels=self.levels, dim=len(self.levels))  # projections are ours (to_codes/from_codes)
+        # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves
+        self.quantizer = (
+            FSQ(self.levels, num_codebooks=num_codebooks, keep_num_codebooks_dim=True) if quantizer == "fsq" else None
+        )
         self.from_codes = nn.Linear(code_dims - static_dims, d_model)
         if static_dims:
             self.static_in = nn.Parameter(torch.randn(max_frames, static_dims, FEATURES) / math.sqrt(FEATURES))
@@ -109,7 +121,8 @@ class PoseFSQAutoencoder(nn.Module):
 
     @property
     def bits_per_frame(self) -> float:
-        return self.num_codebooks * math.log2(self.codebook_size)
+        """Bits of a frame's codes (float32 latents without a quantizer)."""
+        return self.latent_bits or self.num_codebooks * math.log2(self.codebook_size)
 
     def _positions(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], hidden.device)[None].to(hidden.dtype)
@@ -136,9 +149,25 @@ class PoseFSQAutoencoder(nn.Module):
 
     def _quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """FSQ codes (... x num_codebooks x len(levels)) of latents (... x code dims), always in float32: bf16
-        rounding would merge neighbouring codes."""
+        rounding would merge neighbouring codes. Without a quantizer, the latents squashed into [-1, 1] unrounded."""
+        latent = latent.float().unflatten(-1, (self.num_codebooks, len(self.levels)))
+        if self.quantizer is None:
+            return torch.tanh(latent)
         with torch.autocast(device_type=latent.device.type, enabled=False):
-            return self.quantizer.quantize(latent.float().unflatten(-1, (self.num_codebooks, len(self.levels))))
+            return self.quantizer.quantize(latent)
+
+    def _indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code indices (... x num_codebooks, int64) of quantized codes; ... x 0 without a quantizer."""
+        if self.quantizer is None:
+            return torch.zeros(codes.shape[:-2] + (0,), dtype=torch.long, device=codes.device)
+        return self.quantizer.codes_to_indices(codes).long()
+
+    def _require_codes(self) -> None:
+        if self.quantizer is None:
+            raise UserError(
+                "this model has no quantizer (model.quantizer: none, the unquantized upper bound): it has no codes "
+                "to encode or decode; use `reconstruct`, or train with model.quantizer: fsq"
+            )
 
     def _decode(self, codes: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """Poses (B x T x 178 x 3, shoulder-normalized) from quantized codes (B x T x num_codebooks x len(levels))."""
@@ -164,17 +193,19 @@ class PoseFSQAutoencoder(nn.Module):
         """
         padding = _no_padding(poses) if padding is None else padding
         codes = self._encode(poses, observed, padding)
-        return self._decode(codes.to(poses.dtype), padding), self.quantizer.codes_to_indices(codes).long()
+        return self._decode(codes.to(poses.dtype), padding), self._indices(codes)
 
     @torch.no_grad()
     def encode(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         """Codes per frame (B x T x num_codebooks, int64)."""
+        self._require_codes()
         padding = _no_padding(poses) if padding is None else padding
-        return self.quantizer.codes_to_indices(self._encode(poses, observed, padding)).long()
+        return self._indices(self._encode(poses, observed, padding))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         """Poses (B x T x 178 x 3, shoulder-normalized) from codes (B x T x num_codebooks)."""
+        self._require_codes()
         if codes.shape[-1] != self.num_codebooks:
             raise UserError(f"codes have {codes.shape[-1]} codebooks per frame; this model uses {self.num_codebooks}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
@@ -183,7 +214,7 @@ class PoseFSQAutoencoder(nn.Module):
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
         padding = _no_padding(codes) if padding is None else padding
-        return self._decode(self.quantizer._indices_to_codes(codes.long()), padding)
+        return self._decode(self.quantizer.indices_to_codes(codes.long()), padding)
 
 
 def part_weighted_mse(

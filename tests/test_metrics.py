@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -12,12 +13,13 @@ from sign_vq.metrics import (
     FLOAT16_BITS_PER_FRAME,
     ReconstructionMetrics,
     codebook_stats,
-    masked_mse,
+    dtw_point_costs,
     metrics_table,
     trivial_reference,
 )
 
 T, P = 6, skeleton.NUM_POINTS
+needs_dtw = pytest.mark.skipif(importlib.util.find_spec("tslearn") is None, reason="tslearn (the quality extra) missing")
 
 
 def moving_pose(frames: int = T) -> torch.Tensor:
@@ -29,16 +31,6 @@ def moving_pose(frames: int = T) -> torch.Tensor:
 
 def all_observed(frames: int = T) -> torch.Tensor:
     return torch.ones(1, frames, P, dtype=torch.bool)
-
-
-def test_masked_mse_ignores_missing_points():
-    target = torch.zeros(1, 2, P, 3)
-    recon = torch.zeros(1, 2, P, 3)
-    recon[0, 0, 0] = 100.0  # missing: ignored
-    recon[0, 1, 1] = torch.tensor([1.0, 2.0, 2.0])
-    observed = torch.ones(1, 2, P, dtype=torch.bool)
-    observed[0, 0, 0] = False
-    assert masked_mse(recon, target, observed).item() == pytest.approx(9.0 / ((2 * P - 1) * 3))
 
 
 def test_trivial_reference_is_each_poses_mean_over_its_observed_frames():
@@ -153,10 +145,124 @@ def test_table_rows():
     result = metrics.compute()
     rows = {row["metric"]: row for row in metrics_table(result, 4)}
     assert set(rows) == {
-        "mse", "jitter", "codebook_utilization", "perplexity", "bits_per_frame",
-        *(f"error_{p}" for p in skeleton.PARTS), *(f"error_px_{p}" for p in skeleton.PARTS),
+        "mse", "jitter", "codebook_utilization", "perplexity", "bits_per_frame", "handshape_left_hand",
+        "handshape_right_hand", *(f"{kind}_{p}" for p in skeleton.PARTS for kind in ("error", "error_px", "motion")),
     }
+    assert rows["motion_face"]["reference"] == result["reference_face"]
     assert rows["error_face"]["ratio"] == pytest.approx(result["ratio_face"])
     assert rows["codebook_utilization"] == {"metric": "codebook_utilization", "model": 0.25, "reference": 1.0, "ratio": 0.25}
     assert rows["perplexity"]["reference"] == 4
     assert rows["bits_per_frame"]["ratio"] == pytest.approx(2.0 / FLOAT16_BITS_PER_FRAME)
+
+
+@needs_dtw
+def test_identity_scores_zero_on_every_metric():
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0, dtw=True)
+    metrics.update(moving_pose(), moving_pose(), all_observed())
+    result = metrics.compute()
+    for part in skeleton.PARTS:
+        for key in ("error", "motion", "dtw"):
+            assert result[f"{key}_{part}"] == pytest.approx(0.0, abs=1e-12)
+    for hand in ("left_hand", "right_hand"):
+        assert result[f"handshape_{hand}"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_constant_shift_costs_no_motion_and_no_handshape_error():
+    target = moving_pose()
+    shift = torch.tensor([0.3, -0.4, 0.0], dtype=torch.float64)  # 0.5 shoulder widths
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    metrics.update(target + shift, target, all_observed())
+    result = metrics.compute()
+    for part in skeleton.PARTS:
+        assert result[f"error_{part}"] == pytest.approx(0.5)
+        assert result[f"motion_{part}"] == pytest.approx(0.0, abs=1e-12)
+        assert result[f"ratio_motion_{part}"] == pytest.approx(0.0, abs=1e-12)
+    assert result["handshape_left_hand"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_motion_error_against_the_motions_own_size():
+    target = moving_pose()
+    recon = trivial_reference(target, all_observed()).clone()  # right place, no motion at all
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    metrics.update(recon, target, all_observed())
+    result = metrics.compute()
+    assert result["ratio_motion_body"] == pytest.approx(1.0)
+    assert result["motion_body"] == pytest.approx(result["reference_body"])
+
+
+def test_handshape_error_is_measured_relative_to_the_wrist():
+    target = moving_pose()
+    target[..., skeleton.PARTS["right_hand"], 1] += torch.linspace(0, 1, 21, dtype=torch.float64)  # a fixed shape
+    recon = target.clone()
+    recon[..., skeleton.PARTS["left_hand"], :] += torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)  # whole hand moved
+    recon[..., skeleton.PARTS["right_hand"].start + 5, 0] += 0.2  # one finger point off
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    metrics.update(recon, target, all_observed())
+    result = metrics.compute()
+    assert result["handshape_left_hand"] == pytest.approx(0.0, abs=1e-12) and result["error_left_hand"] > 2
+    assert result["handshape_right_hand"] == pytest.approx(0.2 / 20)
+    assert result["reference_handshape_right_hand"] == pytest.approx(0.0, abs=1e-12)  # the shape never changes
+
+
+@needs_dtw
+def test_dtw_of_a_time_stretched_copy_is_zero():
+    reference = moving_pose(5)[0]
+    stretched = reference.repeat_interleave(3, dim=0)  # every frame held three times
+    seen = torch.ones(stretched.shape[:2], dtype=torch.bool)
+    costs = dtw_point_costs(stretched, seen, reference, seen[:5])
+    assert costs.shape == (P,) and torch.all(costs.abs() < 1e-12)
+    frame_error = (stretched[::3] + 0.1 - reference).norm(dim=-1)  # unstretched and shifted: every frame costs 0.1
+    assert torch.allclose(dtw_point_costs(stretched[::3] + 0.1, seen[:5], reference, seen[:5]), frame_error.sum(0))
+
+
+@needs_dtw
+def test_dtw_handles_missing_points_as_ham2pose():
+    reference = moving_pose(4)[0] + 1.0
+    ref_seen = torch.ones(4, P, dtype=torch.bool)
+    ref_seen[:, 0] = False  # the original never has point 0: it costs nothing, whatever the reconstruction does
+    hyp_seen = torch.ones(4, P, dtype=torch.bool)
+    hyp_seen[:, 1] = False  # the reconstruction lacks point 1: half the original point's norm per frame
+    hyp = reference.clone()
+    hyp[:, 0] += 5.0
+    costs = dtw_point_costs(hyp, hyp_seen, reference, ref_seen)
+    assert costs[0] == 0
+    assert costs[1] == pytest.approx(float(reference[:, 1].norm(dim=-1).sum() / 2))
+    assert torch.all(costs[2:] == 0)
+
+
+@needs_dtw
+def test_dtw_forgives_a_delay_and_scores_the_trivial_reference_as_the_reference():
+    target = moving_pose(8)
+    recon = torch.cat([target[:, :1], target[:, :-1]], dim=1)  # one frame late
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0, dtw=True)
+    metrics.update(recon, target, all_observed(8))
+    result = metrics.compute()
+    assert result["error_body"] == pytest.approx(0.1 * 7 / 8)
+    assert result["dtw_body"] == pytest.approx(0.1 / 8)  # only the last frame is unmatched
+    trivial = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0, dtw=True)
+    trivial.update(trivial_reference(target, all_observed(8)), target, all_observed(8))
+    assert trivial.compute()["ratio_dtw_face"] == pytest.approx(1.0)
+
+
+def test_per_point_ratios():
+    target = moving_pose()
+    recon = trivial_reference(target, all_observed()).clone()
+    recon[..., 3, :] = target[..., 3, :]  # body point 3 exact, every other point the pose mean
+    observed = all_observed()
+    observed[..., 7] = False  # body point 7 never seen
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    metrics.update(recon, target, observed)
+    ratios = metrics.point_ratios()
+    assert ratios.shape == (P,) and ratios[3] == 0 and ratios[0] == pytest.approx(1.0) and math.isnan(ratios[7])
+
+
+def test_summed_states_of_two_processes_give_the_metrics_of_both_batches():
+    batches = [(moving_pose() + 0.2, moving_pose(), all_observed()), (moving_pose() * 0.5, moving_pose(), all_observed())]
+    together = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    ranks = [ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0) for _ in batches]
+    for rank, batch in zip(ranks, batches):
+        together.update(*batch, torch.zeros(1, T, 1, dtype=torch.long))
+        rank.update(*batch, torch.zeros(1, T, 1, dtype=torch.long))
+    other = iter([value for value in vars(ranks[1]).values() if isinstance(value, torch.Tensor)])
+    ranks[0].reduce(lambda value: value + next(other))  # the all-reduce of two ranks
+    assert ranks[0].compute() == pytest.approx(together.compute(), nan_ok=True)

@@ -1,0 +1,108 @@
+"""The model's quantizer settings: FSQ codebooks through the library's public API, and the no-quantizer bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from vector_quantize_pytorch import FSQ
+
+from sign_vq.archive import build_archive
+from sign_vq.config import validate
+from sign_vq.errors import UserError
+from sign_vq.inference import reconstruct_array
+from sign_vq.model import PoseFSQAutoencoder, load_model
+from sign_vq.normalize import normalize_shard
+from sign_vq.posezip import PoseZip
+from sign_vq.stats import merge_shards, write_stats
+from sign_vq.train import train
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "poses"
+SMALL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, Path]:
+    """Statistics and archive (all poses in the train split) of the bundled lexicon examples."""
+    root = tmp_path_factory.mktemp("data")
+    files = sorted((EXAMPLES / "lexicon").glob("*.pose"))
+    normalize_shard(files, root / "shard.zip", root=EXAMPLES)
+    write_stats(merge_shards([root / "shard.zip"]), root / "stats.json")
+    build_archive([root / "shard.zip"], root / "archive.zip", val_fraction=0.0)
+    return {"archive": root / "archive.zip", "stats": root / "stats.json"}
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("num_codebooks", [1, 2, 4])
+def test_fsq_codebooks_quantize_each_codebook_alone_and_indices_map_back(num_codebooks, autocast):
+    torch.manual_seed(num_codebooks)
+    model = PoseFSQAutoencoder(**SMALL, num_codebooks=num_codebooks)
+    latent = torch.randn(3, 50, num_codebooks * 4) * 3
+    single = FSQ([8, 5, 5, 5])  # one codebook: the reference for each slice of 4 dimensions
+    expected = torch.stack([single.quantize(part) for part in latent.split(4, dim=-1)], dim=-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        codes = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
+        indices = model._indices(codes)
+        back = model.quantizer.indices_to_codes(indices)
+    if autocast:  # the bf16 input is what the quantizer sees
+        expected = torch.stack([single.quantize(p.float()) for p in latent.bfloat16().split(4, dim=-1)], dim=-2)
+    assert codes.dtype == torch.float32 and torch.equal(codes, expected)
+    assert indices.shape == (3, 50, num_codebooks) and 0 <= int(indices.min()) <= int(indices.max()) < 1000
+    assert torch.equal(back, codes.flatten(-2))
+
+
+@pytest.mark.parametrize("num_codebooks", [2, 4])
+def test_decode_of_encode_is_forward(num_codebooks):
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(**SMALL, num_codebooks=num_codebooks).eval()
+    poses, observed = torch.randn(2, 10, 178, 3) * 0.3, torch.rand(2, 10, 178) > 0.2
+    recon, codes = model(poses, observed)
+    assert torch.equal(model.encode(poses, observed), codes) and codes.shape == (2, 10, num_codebooks)
+    assert torch.allclose(model.decode(codes), recon, atol=1e-5)
+    assert model.bits_per_frame == pytest.approx(num_codebooks * np.log2(1000))
+
+
+def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(**SMALL, quantizer="none", num_codebooks=2).eval()
+    latent = torch.randn(2, 5, 8)
+    assert torch.equal(model._quantize(latent), torch.tanh(latent).unflatten(-1, (2, 4)))
+    recon, codes = model(torch.randn(2, 5, 178, 3), torch.ones(2, 5, 178, dtype=torch.bool))
+    assert recon.shape == (2, 5, 178, 3) and codes.shape == (2, 5, 0)
+    assert model.codebook_size == 0 and model.bits_per_frame == 32 * 8
+    with pytest.raises(UserError, match="no quantizer"):
+        model.encode(torch.zeros(1, 2, 178, 3), torch.ones(1, 2, 178, dtype=torch.bool))
+    with pytest.raises(UserError, match="no quantizer"):
+        model.decode(torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(UserError, match="model.quantizer 'vq'"):
+        PoseFSQAutoencoder(**SMALL, quantizer="vq")
+    with pytest.raises(UserError, match="quantizer"):
+        validate({"train": {"model": {"quantizer": "vq"}}})
+
+
+@pytest.mark.parametrize(("quantizer", "num_codebooks"), [("fsq", 2), ("fsq", 4), ("none", 1)])
+def test_variants_train_and_reconstruct(dataset, tmp_path, quantizer, num_codebooks):
+    steps = 40
+    config = validate({"train": {
+        "max_steps": steps, "val_every": steps, "checkpoint_every": steps, "batch_size": 4, "max_frames": 24,
+        "lr": 0.003, "warmup_steps": 5, "wandb": {"mode": "disabled"},
+        "model": {**SMALL, "quantizer": quantizer, "num_codebooks": num_codebooks},
+    }})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train(config, dataset["archive"], dataset["stats"], tmp_path / "model") == 0
+    finally:
+        torch.set_num_threads(threads)
+    model = load_model(tmp_path / "model")
+    assert model.num_codebooks == num_codebooks and (model.quantizer is None) == (quantizer == "none")
+    zipped = PoseZip(dataset["archive"])
+    pose = zipped.read(zipped.entries[0])
+    mask = np.ma.getmaskarray(pose).any(-1)
+    recon, codes = reconstruct_array(model, np.ma.filled(pose.astype(np.float32), 0.0), mask)
+    assert recon.shape == pose.shape and np.isfinite(recon).all()
+    assert codes.shape == (len(pose), num_codebooks if quantizer == "fsq" else 0)
+    losses = (tmp_path / "model" / "metrics.csv").read_text().splitlines()
+    assert len(losses) > 1
