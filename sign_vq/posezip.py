@@ -163,7 +163,8 @@ class _Table:
 
     def _flush(self) -> None:
         if self.rows:
-            self.blocks.append({name: np.array([r[name] for r in self.rows], dtype) for name, (dtype, _) in COLUMNS.items()})
+            rows = self.rows
+            self.blocks.append({name: np.array([r[name] for r in rows], dtype) for name, (dtype, _) in COLUMNS.items()})
             self.rows = []
 
     def extend(self, block: dict[str, np.ndarray], ids: np.ndarray) -> None:
@@ -204,7 +205,8 @@ class PoseZipWriter:
         """Write one member (local header, name, payload); returns where its payload starts."""
         if max(len(payload), raw_length) >= 0xFFFFFFFF:
             raise UserError(f"{self.path}: member {name.decode()!r} is larger than 4 GiB; split the pose file")
-        self._write(_LOCAL.pack(_LOCAL_SIG, 20, _UTF8, method, 0, _DOS_DATE, crc, len(payload), raw_length, len(name), 0))
+        header = _LOCAL.pack(_LOCAL_SIG, 20, _UTF8, method, 0, _DOS_DATE, crc, len(payload), raw_length, len(name), 0)
+        self._write(header)
         self._write(name)
         start = self._position
         self._write(payload)
@@ -258,7 +260,9 @@ class PoseZipWriter:
         data_end, data_crc = self._position, self._crc
         stored: list[tuple[bytes, int, int, int]] = []  # name, payload offset, length, crc
         located = {
-            name: self._store(f"index/{name}.npy".encode(), _npy_header(array.shape, array.dtype.str, False) + array.tobytes(), stored)
+            name: self._store(
+                f"index/{name}.npy".encode(), _npy_header(array.shape, array.dtype.str, False) + array.tobytes(), stored
+            )
             for name, array in columns.items()
         }
         meta = {"format": FORMAT, "points": skeleton.NUM_POINTS, "count": len(columns["key"]), "data_end": data_end,
@@ -298,7 +302,9 @@ class PoseZipWriter:
             np.array([offset for _, offset, *_ in stored]) - _LOCAL.size - np.array([len(n) for n in names]), b"", b""))
         count, size = len(id_end) + len(stored), self._position - directory_start
         end64 = self._position
-        self._write(_END64.pack(_END64_SIG, _END64.size - 12, _ZIP64, _ZIP64, 0, 0, count, count, size, directory_start))
+        self._write(
+            _END64.pack(_END64_SIG, _END64.size - 12, _ZIP64, _ZIP64, 0, 0, count, count, size, directory_start)
+        )
         self._write(_LOCATOR.pack(_LOCATOR_SIG, 0, end64, 1))
         self._write(_END.pack(_END_SIG, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF), min(size, 0xFFFFFFFF),
                               min(directory_start, 0xFFFFFFFF), len(comment)) + comment)
@@ -307,14 +313,16 @@ class PoseZipWriter:
     def _pose_header_length(frames: np.ndarray) -> np.ndarray:
         """The .npy header length of each pose (the same for every realistic frame count; computed per distinct)."""
         distinct, inverse = np.unique(frames, return_inverse=True)
-        lengths = np.array([len(_npy_header((int(f), skeleton.NUM_POINTS, skeleton.DIMS), "<f2", True)) for f in distinct])
+        shapes = [(int(f), skeleton.NUM_POINTS, skeleton.DIMS) for f in distinct]
+        lengths = np.array([len(_npy_header(shape, "<f2", True)) for shape in shapes])
         return lengths[inverse].reshape(frames.shape)
 
     @staticmethod
     def _fixed(method: int, crc: np.ndarray, csize: np.ndarray, usize: np.ndarray) -> np.ndarray:
         fixed = np.zeros(len(crc), _CENTRAL)
         fixed["sig"], fixed["made"], fixed["needed"], fixed["flags"] = _CENTRAL_SIG, (3 << 8) | _ZIP64, _ZIP64, _UTF8
-        fixed["method"], fixed["date"], fixed["crc"], fixed["csize"], fixed["usize"] = method, _DOS_DATE, crc, csize, usize
+        fixed["method"], fixed["date"], fixed["crc"] = method, _DOS_DATE, crc
+        fixed["csize"], fixed["usize"] = csize, usize
         fixed["extra_len"], fixed["external"], fixed["offset"] = _EXTRA.itemsize, 0o100644 << 16, 0xFFFFFFFF
         return fixed
 
@@ -384,7 +392,9 @@ def read_meta(path: str | os.PathLike) -> dict:
             raise _corrupt(path, f"{INDEX}: {error}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("points") != skeleton.NUM_POINTS:
         raise _corrupt(path, f"{INDEX} is not a sign-vq index of {skeleton.NUM_POINTS} points")
-    if not 0 <= meta.get("data_end", -1) <= size:
+    if not all(isinstance(meta.get(key), int) for key in ("count", "data_end", "data_crc")):
+        raise _corrupt(path, f"{INDEX} lacks its counts and checksums")
+    if not 0 <= meta["data_end"] <= size:
         raise _corrupt(path, f"{INDEX} claims poses beyond the end of the file")
     return meta
 
@@ -398,7 +408,8 @@ def _map_column(path: Path, handle: BinaryIO, name: str, where: list, count: int
         header = handle.read(min(length, NPY_HEADER_MAX))
         found_shape, fortran, found_dtype, header_length = _npy(header)
         expected = (count, *shape) if name != "ids" else found_shape
-        if found_dtype != np.dtype(dtype) or fortran or tuple(found_shape) != expected or len(found_shape) != 1 + len(shape):
+        if found_dtype != np.dtype(dtype) or fortran or tuple(found_shape) != expected \
+                or len(found_shape) != 1 + len(shape):
             raise ValueError(f"dtype {found_dtype} shape {found_shape}, expected {dtype} {expected}")
         if header_length + found_dtype.itemsize * int(np.prod(found_shape)) != length:
             raise ValueError("its length disagrees with its shape")
@@ -517,7 +528,8 @@ class PoseZip:
         A member that disagrees with the index or is damaged is a :class:`UserError` naming the file and pose."""
         index = int(key["index"]) if isinstance(key, Mapping) else int(key)
         c = self.columns
-        offset, size, crc, frames = int(c["offset"][index]), int(c["size"][index]), int(c["crc"][index]), int(c["frames"][index])
+        offset, size = int(c["offset"][index]), int(c["size"][index])
+        crc, frames = int(c["crc"][index]), int(c["frames"][index])
         name = POSE_PREFIX + self.pose_id(index).encode() + POSE_SUFFIX
         start = offset - _LOCAL.size - len(name)
         try:
@@ -531,8 +543,8 @@ class PoseZip:
         if len(raw) != _LOCAL.size + len(name) + size:
             raise _fail(self.path, pose, "the file is cut short")
         sig, _, _, method, _, _, found_crc, found_size, _, name_len, extra = _LOCAL.unpack_from(raw)
-        if sig != _LOCAL_SIG or method != _DEFLATED or (found_crc, found_size, name_len, extra) != (crc, size, len(name), 0) \
-                or raw[_LOCAL.size : _LOCAL.size + len(name)] != name:
+        fields = (sig, method, found_crc, found_size, name_len, extra)
+        if fields != (_LOCAL_SIG, _DEFLATED, crc, size, len(name), 0) or raw[_LOCAL.size : _LOCAL.size + len(name)] != name:
             raise _fail(self.path, pose, "its zip header disagrees with the index")
         shape = (frames, skeleton.NUM_POINTS, skeleton.DIMS)
         header = _npy_header(shape, "<f2", True)  # what the writer wrote: comparing bytes is 100x faster than parsing
@@ -542,7 +554,8 @@ class PoseZip:
             if not data.startswith(header):
                 found_shape, fortran, dtype, _ = _npy(data[:NPY_HEADER_MAX])
                 order = "" if fortran else "C-order "
-                raise _fail(self.path, pose, f"{order}{dtype} array of shape {found_shape}, index says {frames} frames of float16")
+                found = f"{order}{dtype} array of shape {found_shape}"
+                raise _fail(self.path, pose, f"{found}, index says {frames} frames of float16")
         except (zlib.error, ValueError) as error:
             raise _fail(self.path, pose, f"not a deflated .npy: {error}") from None
         if len(data) != len(header) + FRAME_BYTES * frames or zlib.crc32(data) != crc:

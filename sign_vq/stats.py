@@ -82,7 +82,7 @@ class PointStats:
 
     @classmethod
     def from_dict(cls, payload: dict, source: str) -> "PointStats":
-        """Statistics from their JSON form, validated (:func:`check`); every problem is a UserError naming ``source``."""
+        """Statistics from their JSON form, validated (:func:`check`); each problem is a UserError naming ``source``."""
         try:
             count, total, sumsq = (np.asarray(payload[key], np.float64) for key in ("count", "sum", "sumsq"))
         except (KeyError, TypeError, ValueError) as error:
@@ -102,7 +102,9 @@ class PointStats:
             if key in payload:
                 stored = np.asarray(payload[key], np.float64)
                 if stored.shape != SHAPE or not np.allclose(stored, getattr(stats, key), rtol=RTOL, atol=1e-9):
-                    raise UserError(f"{source}: its {key} disagrees with its sums (edited or damaged); rerun `sign-vq stats`")
+                    raise UserError(
+                        f"{source}: its {key} disagrees with its sums (edited or damaged); rerun `sign-vq stats`"
+                    )
         return stats
 
 
@@ -122,10 +124,11 @@ def check(stats: PointStats, source: str) -> None:
     with np.errstate(invalid="ignore", over="ignore"):
         second = np.divide(sumsq, count, out=np.zeros(SHAPE), where=seen)
         mean = stats.mean
+        beyond = (np.abs(mean) > FLOAT16_MAX) | (second > FLOAT16_MAX**2)
         problems = [
             ("non-finite sums", ~np.isfinite(total) | ~np.isfinite(sumsq)),
             ("sums for a point never seen", ~seen & ((total != 0) | (sumsq != 0))),
-            ("a mean or spread beyond the float16 range of poses", (np.abs(mean) > FLOAT16_MAX) | (second > FLOAT16_MAX**2)),
+            ("a mean or spread beyond the float16 range of poses", beyond),
             ("a sum of squares below sum²/count (negative variance)", second - np.square(mean) < -RTOL * second - 1e-12),
         ]
     for problem, where in problems:
