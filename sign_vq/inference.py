@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 FILLED_CONFIDENCE = 0.5  # confidence written for keypoints that `repair` filled in
 DECODE_FRAME = 512  # pixels: decode output frame (pose-format's normalize_pose_size convention)
 DECODE_SHIFT = 1.25  # shoulder widths from the shoulder centre to the frame's edge
-WINDOW_BATCH = 64  # windows per forward pass (each padded to max_frames)
+WINDOW_BATCH = 64  # windows per forward pass
+PAD_STEP = 16  # windows are padded to a multiple of this many frames (see windowed)
 
 
 # ---------------------------------------------------------------------------------------------------------- windows
@@ -90,22 +91,29 @@ def windowed(
     model: PoseFSQAutoencoder, items: list[tuple[np.ndarray, ...]], step: Callable[..., tuple[torch.Tensor, ...]]
 ) -> list[tuple[np.ndarray, ...]]:
     """The one windowed-inference loop: cut every item (a tuple of arrays with frames first) into the windows of
-    :func:`window_bounds`, run ``step(*tensors, padding)`` on :data:`WINDOW_BATCH` windows at a time (windows of
+    :func:`window_bounds`, run ``step(*tensors, padding)`` on up to :data:`WINDOW_BATCH` windows at a time (windows of
     several items share a batch) and join each output back per item (frames first, on the CPU).
 
-    Every window is padded to ``max_frames``, so that an item's outputs never depend on the items it shares a batch
-    with (bit for bit on a CPU): a corpus encoded in batches gives the codes of each file encoded alone."""
+    A window is padded to a length that depends on its own length only (the next multiple of :data:`PAD_STEP`, at
+    most ``max_frames``), and only windows of one padded length share a batch: an item's outputs never depend on the
+    items it is batched with (bit for bit on a CPU), so a corpus encoded in batches gives each file's own codes."""
     max_frames = _max_frames(model)
-    windows = [(i, a, b) for i, item in enumerate(items) for a, b in window_bounds(len(item[0]), max_frames)]
-    parts: list[list[tuple[np.ndarray, ...]]] = [[] for _ in items]
-    for first in range(0, len(windows), WINDOW_BATCH):
-        chunk = windows[first : first + WINDOW_BATCH]
-        windows_data = [tuple(array[a:b] for array in items[i]) for i, a, b in chunk]
-        tensors, padding = collate(windows_data, _device(model), max_frames)
-        outputs = [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in step(*tensors, padding)]
-        for row, (i, a, b) in enumerate(chunk):
-            parts[i].append(tuple(output[row, : b - a] for output in outputs))
-    return [tuple(np.concatenate(joined) for joined in zip(*windows_of_item)) for windows_of_item in parts]
+    bounds = [window_bounds(len(item[0]), max_frames) for item in items]
+    by_length: dict[int, list[tuple[int, int, int]]] = {}
+    for i, item_bounds in enumerate(bounds):
+        for a, b in item_bounds:
+            by_length.setdefault(min(max_frames, -(-(b - a) // PAD_STEP) * PAD_STEP), []).append((i, a, b))
+    done: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+    for length, windows in by_length.items():
+        for first in range(0, len(windows), WINDOW_BATCH):
+            chunk = windows[first : first + WINDOW_BATCH]
+            cut = [tuple(array[a:b] for array in items[i]) for i, a, b in chunk]
+            tensors, padding = collate(cut, _device(model), length)
+            outputs = [(o.float() if o.is_floating_point() else o).cpu().numpy() for o in step(*tensors, padding)]
+            for row, (i, a, b) in enumerate(chunk):
+                done[i, a] = tuple(output[row, : b - a] for output in outputs)
+    return [tuple(np.concatenate(joined) for joined in zip(*(done[i, a] for a, _ in item_bounds)))
+            for i, item_bounds in enumerate(bounds)]
 
 
 # ------------------------------------------------------------------------------------------------- array functions

@@ -53,8 +53,9 @@ def test_global_flags_before_or_after_the_stage(flags):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """An untrained model with windows of 16 frames (every example spans several); codes depend only on the input."""
-    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.ckpt", num_codebooks=2)
+    """An untrained model with windows of at most 40 frames: the examples (5 to 73 frames) are padded to 16, 32 or 40
+    and the longest span two windows; codes depend only on the input."""
+    return make_checkpoint(tmp_path_factory.mktemp("model") / "model.ckpt", max_frames=40, num_codebooks=2)
 
 
 def read_corpus(path: Path) -> dict[str, tuple[float, np.ndarray]]:
