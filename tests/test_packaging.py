@@ -63,7 +63,7 @@ DATA_TESTS = ["test_preprocess.py", "test_normalize.py", "test_sync.py", "test_s
 def test_test_data_is_in_the_repository_and_small(data_dir):
     inside = [p for root in (EXAMPLES, TEST_DATA) for p in root.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in inside) <= 10 * 2**20
-    assert "MIT" in (TEST_DATA.parent / "README.md").read_text() and "MIT" in (EXAMPLES.parent / "README.md").read_text()
+    assert all("MIT" in (root.parent / "README.md").read_text() for root in (EXAMPLES, TEST_DATA))  # attribution
     assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*.pose")) == sorted(
         p.relative_to(root) for root in (EXAMPLES, TEST_DATA) for p in root.rglob("*.pose"))
 
@@ -74,8 +74,9 @@ def test_a_clean_clone_skips_only_the_corpus_sweeps(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if k != CORPUS_ENV} | {STRICT_SKIPS_ENV: "1", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-m", "not slow", "-p", "no:cacheprovider",
-                          *[f"tests/{name}" for name in DATA_TESTS]], cwd=clone, env=env, capture_output=True, text=True)
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "not slow", "-p", "no:cacheprovider"]
+    run = subprocess.run([*command, *[f"tests/{name}" for name in DATA_TESTS]], cwd=clone, env=env,
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:]
     skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
     assert skipped and all("corpus sweep:" in line for line in skipped), skipped
