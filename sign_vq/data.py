@@ -73,9 +73,15 @@ def augment(
 
 def ignore_stop_signals(_worker_id: int) -> None:
     """DataLoader workers leave SIGTERM/SIGUSR1 (sent by Slurm to every process of the job) to the main process,
-    which saves a checkpoint before stopping; a worker killed first would make it fail without one."""
-    for stop in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-        signal.signal(stop, signal.SIG_IGN)
+    which saves a checkpoint before stopping; a worker killed first would make it fail without one. A second
+    SIGTERM (the main process shutting a worker down) ends the worker."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _ignore_once)
+
+
+def _ignore_once(signum: int, _frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)
 
 
 class RandomCrops(Dataset):

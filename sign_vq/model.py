@@ -231,7 +231,7 @@ def part_weighted_mse(
     """
     weights = part_weights or {name: 1.0 for name in skeleton.PARTS}
     squared = (recon.float() - target.float()).square().sum(-1)  # B x T x 178
-    total = recon.new_zeros((), dtype=torch.float32)
+    total = squared.sum() * 0.0  # a batch with nothing observed gives 0 that still back-propagates (no gradient)
     weight_sum = 0.0
     for i, (name, points) in enumerate(skeleton.PARTS.items()):
         seen = observed[..., points]

@@ -210,3 +210,14 @@ def test_the_stop_at_step_hook_rejects_a_bad_value(dataset, tmp_path):
                        extra_env={"SIGN_VQ_STOP_AT_STEP": "soon"})
     assert result.returncode == 2 and "SIGN_VQ_STOP_AT_STEP='soon'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_error_raised_in_a_dataloader_worker_reaches_the_user_as_its_own_line():
+    from sign_vq.errors import UserError
+
+    wrapped = UserError(  # what torch raises in the main process for a worker's UserError
+        "Caught UserError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nsign_vq.errors.UserError: archive.zip: pose a/b: corrupt member (CRC); rebuild it'
+    )
+    assert str(wrapped) == "archive.zip: pose a/b: corrupt member (CRC); rebuild it"
+    assert str(UserError("plain: message")) == "plain: message"

@@ -17,7 +17,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+from sign_vq.model import read_checkpoint
+from sign_vq.stats import load_stats
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -363,11 +367,18 @@ def test_a_new_pose_file_reruns_only_its_shard_and_what_follows(finished_run):
     ], "one new list, for the new file's shard"
     # and a real run does exactly that, after which nothing is left to do
     before = {p.name: p.stat().st_mtime_ns for p in (finished_run / "results" / "shards").glob("shard-*.zip")}
+    old_model = read_checkpoint(finished_run / "results" / "model" / "model.ckpt")["state_dict"]
     snakemake(finished_run)
     after = {p.name: p.stat().st_mtime_ns for p in (finished_run / "results" / "shards").glob("shard-*.zip")}
     changed = sorted(name for name in after if after[name] != before[name])
     assert changed == [f"shard-{shard}.zip"]
     assert dry_run(finished_run) == []
+    # the model was trained again, on the new data: never the old run's last.ckpt resumed
+    new_model = read_checkpoint(finished_run / "results" / "model" / "model.ckpt")["state_dict"]
+    assert any(not torch.equal(old_model[key], new_model[key]) for key in old_model)
+    new_mean = torch.as_tensor(load_stats(finished_run / "results" / "stats.json").mean).float()
+    assert torch.allclose(new_model["model.mean"].float().reshape(new_mean.shape), new_mean)
+    assert (finished_run / "results" / "model" / "previous").is_dir()
 
 
 @pytest.mark.slow
@@ -450,3 +461,14 @@ def test_bucket_mode_runs_and_a_new_object_reruns_only_its_shard(tmp_path, monke
         assert changed == [f"shard-{shard_of_file('lexicon/pizza-again.pose')}.zip"]
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_more_steps_resume_the_trained_model(finished_run):
+    """Last in this file: it leaves the run trained longer than its config says."""
+    steps = yaml.safe_load((finished_run / "config" / "config.yaml").read_text())["train"]["max_steps"] + 3
+    write_config(finished_run, {"train": {"max_steps": steps}})
+    assert stage_jobs(dry_run(finished_run)) == [("render", ""), ("train", "")]
+    snakemake(finished_run, "--until", "train")
+    assert "resuming from" in (finished_run / "results" / "logs" / "train.log").read_text()
+    assert read_checkpoint(finished_run / "results" / "model" / "model.ckpt")["global_step"] == steps

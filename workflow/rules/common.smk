@@ -144,6 +144,15 @@ def get_final_outputs():
 
 
 # --- resources ---------------------------------------------------------------------------------------------------
+def normalize_memory_mb(poses, attempt):
+    """Memory of a normalize job, sized by its largest pose file (each is read whole), times the attempt."""
+    from sign_vq.normalize import (
+        memory_mb,
+    )  # imported when jobs are planned, not when the workflow is parsed
+
+    return memory_mb([Path(p) for p in poses], attempt)
+
+
 def train_cpus():
     """CPUs per task of the train job: DataLoader workers + the main process (and at least the rule's threads)."""
     return max(2, TRAIN["num_workers"] + 1)
@@ -151,6 +160,23 @@ def train_cpus():
 
 def train_launch_resources():
     """Multi-process training (devices x num_nodes > 1) under Slurm: `mpi="srun"` makes the slurm executor submit
-    `--ntasks-per-node=devices` and start the train command once per task with srun, as Lightning's Slurm support
-    expects. Single-process training needs no launcher (the executor runs one task)."""
+    `--ntasks-per-node=devices` and run the job's shell in the batch step, where `srun` starts one training process
+    per task (Lightning's Slurm support) in a step of their own. Single-process training needs no launcher.
+    """
     return {"mpi": "srun"} if TRAIN["devices"] * TRAIN["num_nodes"] > 1 else {}
+
+
+def train_launcher(resources):
+    """`srun` with the job's task geometry for multi-process training inside a Slurm job, expanded by the shell at
+    run time: the slurm job-step executor clears the SLURM_* variables srun would read, and outside Slurm (the local
+    profile) Lightning starts its own processes. Empty for single-process training."""
+    if TRAIN["devices"] * TRAIN["num_nodes"] == 1:
+        return ""
+    flags = [
+        f"--nodes={resources.nodes}",
+        f"--ntasks-per-node={resources.tasks_per_node}",
+        f"--cpus-per-task={resources.cpus_per_task}",
+    ]
+    if resources.get("gpu", 0):
+        flags.append(f"--gpus-per-node={resources.gpu // resources.nodes}")
+    return "${SLURM_JOB_ID:+srun " + " ".join(flags) + "}"

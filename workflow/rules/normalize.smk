@@ -17,7 +17,9 @@ rule normalize:
         "../envs/poses.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+        mem_mb=lambda wildcards, input, attempt: normalize_memory_mb(
+            input.poses, attempt
+        ),
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         cli=SIGN_VQ,

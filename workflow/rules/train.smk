@@ -40,7 +40,7 @@ rule train:
     params:
         cli=SIGN_VQ,
         output=lambda wildcards, output: os.path.dirname(output.model),
-        launcher=lambda wildcards, resources: resources.get("mpi", ""),
+        launcher=lambda wildcards, resources: train_launcher(resources),
     shell:
         "{params.launcher} {params.cli} train --config {input.config:q} --archive {input.archive:q}"
         " --stats {input.stats:q} --output {params.output:q} >> {log:q} 2>&1"
