@@ -245,3 +245,32 @@ def test_bad_config_names_the_key(dataset, tmp_path, caplog, train, expected):
     message = caplog.text
     assert expected in message and str(config) in message
     assert not (tmp_path / "run").exists()
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_a_tenth_by_cosine():
+    config = validate({"train": {"lr": 0.01, "warmup_steps": 4, "max_steps": 14,
+                                 "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}}})
+    module = PoseVQModule(config["train"])
+    optimizers = module.configure_optimizers()
+    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(16):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    assert rates[4] == pytest.approx(0.01) and rates[9] == pytest.approx(0.01 * (0.1 + 0.9 * 0.5))
+    assert rates[14] == pytest.approx(0.001) and rates[15] == pytest.approx(0.001), "stays at 10 % after max_steps"
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:])), "no increase after warm-up"
+
+
+def test_a_batch_with_nothing_observed_gives_a_zero_loss_that_back_propagates():
+    """e.g. a crop of a pose seen in 2 of 97 frames with batch_size 1: no crash, no update."""
+    model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1)
+    poses = torch.zeros(1, 8, 178, 3)
+    observed = torch.zeros(1, 8, 178, dtype=torch.bool)
+    recon, _ = model(poses, observed)
+    loss = part_weighted_mse(recon, poses, observed)
+    loss.backward()
+    assert float(loss) == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
