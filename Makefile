@@ -32,8 +32,8 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m benchmarks
 
-bench-quality: setup
-	$(BIN)/python -m benchmarks.quality
+bench-quality: setup  # QUALITY_ARGS=--quick for the small run (~10 min); see python -m benchmarks.quality --help
+	$(BIN)/python -m benchmarks.quality $(QUALITY_ARGS)
 
 bench-quality-bounds: setup
 	$(BIN)/python -m benchmarks.quality_bounds
