@@ -128,7 +128,8 @@ def plot_curves(metrics_csv: Path, output: Path) -> None:
             if key in series:
                 left.plot(*zip(*series[key]), label=key)
         left.set(xlabel="step", ylabel="loss (shoulder widths²)", yscale="log", title="reconstruction loss")
-        left.legend()
+        if left.lines:
+            left.legend()
         if "val/codebook_utilization" in series:
             right.plot(*zip(*series["val/codebook_utilization"]), marker="o")
         right.set(xlabel="step", ylabel="fraction of codes used", ylim=(0, 1.05), title="codebook utilization")

@@ -14,6 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+pytest_plugins = ["fixtures_model"]  # the session's trained model (`trained`) and the training data (`dataset`)
+
+# One thread per test process and per process it starts: the tiny models of the tests train several times faster
+# than with two threads fighting other work for 2 cores, and timings do not depend on the machine's core count.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "poses"

@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.config import validate
 from sign_vq.model import PoseFSQAutoencoder, model_kwargs
+from sign_vq.normalize import normalize_shard
+from sign_vq.stats import merge_shards, write_stats
+from conftest import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "poses"
 MAX_FRAMES = 48  # shorter than the longest example (73 frames), so inference runs in several windows
 # Small and fast on 2 CPU cores, with enough bits per frame (4 x 10) and steps to beat the trivial reference on every
 # part of its training data (with the default relative per-part loss); body and face move little, so weigh more.
@@ -47,7 +50,6 @@ class Trained:
     seconds: float
 
 
-_CACHE: dict[str, Trained] = {}
 
 
 def train_examples(folder: Path) -> Trained:
@@ -60,23 +62,16 @@ def train_examples(folder: Path) -> Trained:
     assert main(["normalize", "--output", str(shard), "--root", str(EXAMPLES), *map(str, files)]) == 0
     assert main(["stats", "--output", str(stats), str(shard)]) == 0
     assert main(["archive", "--val-fraction", "0", "--output", str(archive), str(shard)]) == 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # this tiny model trains ~10x faster on one thread when other jobs share the cores
-    try:
-        code = main(["train", "--config", str(config), "--archive", str(archive), "--stats", str(stats),
-                     "--output", str(folder / "model")])
-    finally:
-        torch.set_num_threads(threads)
+    code = main(["train", "--config", str(config), "--archive", str(archive), "--stats", str(stats),
+                 "--output", str(folder / "model")])
     assert code == 0
     return Trained(folder / "model", archive, shard, stats, files, time.perf_counter() - start)
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:
-    """The small model trained on the examples (once per session, shared by every module importing it)."""
-    if "examples" not in _CACHE:
-        _CACHE["examples"] = train_examples(tmp_path_factory.mktemp("trained"))
-    return _CACHE["examples"]
+    """The small model trained on the examples (once per session; registered by conftest's ``pytest_plugins``)."""
+    return train_examples(tmp_path_factory.mktemp("trained"))
 
 
 def make_checkpoint(path: Path, seed: int = 0, max_frames: int = 16, **model: object) -> Path:
@@ -88,3 +83,14 @@ def make_checkpoint(path: Path, seed: int = 0, max_frames: int = 16, **model: ob
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": {"config": config}, "state_dict": state}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> dict[str, Path]:
+    """Shard, statistics and archive of the bundled examples (20 % validation), for training tests."""
+    root = tmp_path_factory.mktemp("data")
+    files = sorted(EXAMPLES.rglob("*.pose"))
+    normalize_shard(files, root / "shard.zip", root=EXAMPLES)
+    write_stats(merge_shards([root / "shard.zip"]), root / "stats.json")
+    build_archive([root / "shard.zip"], root / "archive.zip", val_fraction=0.2)
+    return {"archive": root / "archive.zip", "stats": root / "stats.json", "root": root}

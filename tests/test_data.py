@@ -23,7 +23,8 @@ from sign_vq.data import (
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "poses"
+from conftest import EXAMPLES
+
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_model import EXAMPLES, REPO, make_checkpoint, trained  # noqa: F401 (fixture)
+from fixtures_model import EXAMPLES, REPO, make_checkpoint
 from sign_vq.cli import main
 from sign_vq.errors import UserError
 from sign_vq.model import load_model, read_checkpoint
@@ -46,7 +46,7 @@ def payload_checkpoint(source: Path, target: Path, marker: Path, kind: str) -> P
     return target
 
 
-def command(stage: str, model: Path, tmp_path: Path, trained) -> list[str]:  # noqa: F811 (fixture name)
+def command(stage: str, model: Path, tmp_path: Path, trained) -> list[str]:
     """The command line of ``stage`` with ``model`` on a real input."""
     out = str(tmp_path / f"out-{stage}")
     if stage == "render":
@@ -66,7 +66,7 @@ def one_error(caplog) -> str:
     return errors[0]
 
 
-def test_checkpoints_written_by_lightning_load_without_unpickling_code(trained):  # noqa: F811
+def test_checkpoints_written_by_lightning_load_without_unpickling_code(trained):
     """Both files `sign-vq train` writes (with optimizer, loop and callback states) load with weights_only."""
     last = read_checkpoint(trained.model / "checkpoints" / "last.ckpt")
     assert {"optimizer_states", "loops", "callbacks", "lr_schedulers", "hyper_parameters"} <= set(last)
@@ -87,7 +87,7 @@ def test_every_torch_load_in_the_package_and_benchmarks_is_weights_only():
 
 @pytest.mark.parametrize("kind", ["os.system", "exec"])
 @pytest.mark.parametrize("stage", ["reconstruct", "encode", "decode", "repair", "render"])
-def test_checkpoint_with_a_code_payload_is_refused_and_never_runs(trained, tmp_path, caplog, stage, kind):  # noqa: F811
+def test_checkpoint_with_a_code_payload_is_refused_and_never_runs(trained, tmp_path, caplog, stage, kind):
     marker = tmp_path / "pwned"
     model = payload_checkpoint(trained.model / "model.ckpt", tmp_path / "model.ckpt", marker, kind)
     with caplog.at_level(logging.ERROR):
@@ -99,7 +99,7 @@ def test_checkpoint_with_a_code_payload_is_refused_and_never_runs(trained, tmp_p
     assert not (tmp_path / f"out-{stage}").exists()
 
 
-def test_payload_is_live_and_the_command_line_gives_one_line(trained, tmp_path):  # noqa: F811
+def test_payload_is_live_and_the_command_line_gives_one_line(trained, tmp_path):
     """The payload really runs when unpickled the unsafe way; `sign-vq` refuses it with exit 2 and one stderr line."""
     marker = tmp_path / "pwned"
     model = payload_checkpoint(trained.model / "model.ckpt", tmp_path / "model.ckpt", marker, "os.system")

@@ -14,7 +14,7 @@ import torch
 from pose_format import Pose
 
 from conftest import OPENPOSE, REPO, pose_bytes, with_body
-from fixtures_model import EXAMPLES, MAX_FRAMES, make_checkpoint, trained  # noqa: F401 (fixture)
+from fixtures_model import EXAMPLES, MAX_FRAMES, make_checkpoint
 from sign_vq import inference, preprocess, skeleton
 from sign_vq.cli import main
 from sign_vq.errors import UserError

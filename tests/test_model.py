@@ -19,7 +19,8 @@ from sign_vq.posezip import PoseZip
 from sign_vq.stats import merge_shards, write_stats
 from sign_vq.train import train
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "poses"
+from conftest import EXAMPLES
+
 SMALL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS_ENV, EXAMPLES, REPO, STRICT_SKIPS_ENV, TEST_DATA
-from fixtures_model import trained  # noqa: F401 (fixture)
 from sign_vq.model import load_model
 
 NOT_CORE = ("lightning", "wandb", "snakemake", "google-cloud-storage", "opencv-python-headless", "matplotlib")
@@ -23,7 +22,7 @@ def pip(venv: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_core_install_runs_encode_and_reconstruct(trained, tmp_path):  # noqa: F811 (fixture)
+def test_core_install_runs_encode_and_reconstruct(trained, tmp_path):
     source = tmp_path / "src"  # what a source distribution holds; building here keeps the checkout clean
     shutil.copytree(REPO / "sign_vq", source / "sign_vq", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):

@@ -16,7 +16,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-from fixtures_model import EXAMPLES, trained  # noqa: F401 (fixture)
+from fixtures_model import EXAMPLES
 from sign_vq import skeleton
 from sign_vq.callbacks import RenderCallback
 from sign_vq.cli import main

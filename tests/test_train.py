@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 
-from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.config import load_config, validate
 from sign_vq.errors import UserError
@@ -22,11 +21,10 @@ from sign_vq.data import PoseDataModule
 from sign_vq.metrics import codebook_stats
 from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse, read_checkpoint
 from sign_vq.module import PoseVQModule
-from sign_vq.normalize import normalize_shard
-from sign_vq.stats import merge_shards, write_stats
 from sign_vq.train import INTERRUPTED, train as train_in_process
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "poses"
+from conftest import EXAMPLES
+
 TINY = {
     "max_steps": 30,
     "checkpoint_every": 10,
@@ -36,17 +34,6 @@ TINY = {
     "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.1},
     "wandb": {"mode": "disabled"},
 }
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> dict[str, Path]:
-    """Shard, statistics and archive of the bundled examples."""
-    root = tmp_path_factory.mktemp("data")
-    files = sorted(EXAMPLES.rglob("*.pose"))
-    normalize_shard(files, root / "shard.zip", root=EXAMPLES)
-    write_stats(merge_shards([root / "shard.zip"]), root / "stats.json")
-    build_archive([root / "shard.zip"], root / "archive.zip", val_fraction=0.2)
-    return {"archive": root / "archive.zip", "stats": root / "stats.json", "root": root}
 
 
 def write_config(path: Path, **overrides) -> Path:

@@ -25,9 +25,9 @@ from sign_vq.normalize import normalize_shard
 from sign_vq.runs import PREVIOUS
 from sign_vq.stats import load_stats, merge_shards, write_stats
 from sign_vq.train import INTERRUPTED, train as train_in_process
-from test_train import EXAMPLES, run_train, write_config
+from conftest import EXAMPLES
+from test_train import run_train, write_config
 
-pytest_plugins = ["test_train"]  # the `dataset` fixture
 FINGERPRINT = re.compile(r"rank (\d) stopped at step (\d+), weights (\w+)")
 
 

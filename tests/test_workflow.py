@@ -22,12 +22,12 @@ import yaml
 
 from sign_vq.model import read_checkpoint
 from sign_vq.stats import load_stats
+from conftest import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 SNAKEFILE = REPO / "workflow" / "Snakefile"
-EXAMPLES = REPO / "examples" / "poses"
 STAGES = ("normalize", "stats", "archive", "train", "render")
 LOCAL_JOBS = ("shard_list", "skipped_files", "train_config")  # files derived from the config and the folder
 TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"  # a training run of a few seconds on a CPU
