@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
@@ -196,6 +195,18 @@ def _weights_fingerprint(module: L.LightningModule) -> str:
     return digest.hexdigest()[:16]
 
 
+def global_rank(devices: int) -> int:
+    """This process's rank among all training processes, before Lightning sets up: from torchrun (``RANK``),
+    Lightning's own launch or a manual multi-node start (``NODE_RANK`` × devices + ``LOCAL_RANK``), or srun
+    (``SLURM_PROCID``)."""
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if "LOCAL_RANK" in env or "NODE_RANK" in env:
+        return int(env.get("NODE_RANK", 0)) * devices + int(env.get("LOCAL_RANK", 0))
+    return int(env.get("SLURM_PROCID", 0))
+
+
 def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
     """Train (or resume) into ``output``; returns 0 when ``max_steps`` was reached, else 3."""
     train_config = config["train"]
@@ -205,7 +216,7 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
     last = output / "checkpoints" / "last.ckpt"
     identity = run_identity(train_config, archive, stats_path)
     resume = resume_point(output, identity, last)
-    rank_zero = rank_zero_only.rank == 0
+    rank_zero = global_rank(train_config["devices"]) == 0
     if resume is None and rank_zero:
         start_run(output, identity)
     L.seed_everything(train_config["seed"], workers=True, verbose=False)

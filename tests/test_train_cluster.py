@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
+import socket
+import subprocess
 import signal
 
 import lightning as L
@@ -24,9 +27,9 @@ from sign_vq.module import PoseVQModule
 from sign_vq.normalize import normalize_shard
 from sign_vq.runs import PREVIOUS
 from sign_vq.stats import load_stats, merge_shards, write_stats
-from sign_vq.train import INTERRUPTED, train as train_in_process
+from sign_vq.train import INTERRUPTED, global_rank, train as train_in_process
 from conftest import EXAMPLES
-from test_train import run_train, write_config
+from test_train import run_train, train_command, write_config
 
 FINGERPRINT = re.compile(r"rank (\d) stopped at step (\d+), weights (\w+)")
 
@@ -145,6 +148,42 @@ def test_a_stop_signal_to_the_process_group_saves_one_checkpoint_and_the_rerun_f
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr
     assert read_checkpoint(output / "model.ckpt")["global_step"] == 30
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_each_train_as_one_run(dataset, tmp_path):
+    """`num_nodes: 2` started by hand on one machine (what a launcher does on two): node ranks 0 and 1 meet at
+    MASTER_ADDR:MASTER_PORT and end with the same weights; only rank 0 writes the model."""
+    config = write_config(tmp_path / "nodes.yaml", max_steps=20, checkpoint_every=10, val_every=10, num_nodes=2,
+                          accelerator="cpu")
+    output = tmp_path / "run"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "WANDB_MODE": "disabled", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    nodes = [
+        subprocess.Popen(train_command(config, dataset, output), env={**env, "NODE_RANK": str(rank)},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[1][-3000:]
+    ranks = fingerprints(logs[0] + logs[1])
+    assert ranks.keys() == {0, 1} and ranks[0] == ranks[1] and ranks[0][0] == 20
+    assert "model written" in logs[0] and "model written" not in logs[1]
+
+
+@pytest.mark.parametrize(
+    "env, devices, expected",
+    [({}, 2, 0), ({"RANK": "5"}, 2, 5), ({"NODE_RANK": "1", "LOCAL_RANK": "1"}, 4, 5), ({"NODE_RANK": "2"}, 4, 8),
+     ({"SLURM_PROCID": "3"}, 4, 3), ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, 2, 1)],
+)
+def test_the_global_rank_is_known_before_lightning_starts(monkeypatch, env, devices, expected):
+    for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert global_rank(devices) == expected
 
 
 # --- what a change means ----------------------------------------------------------------------------------------------
