@@ -19,7 +19,7 @@ import yaml
 
 from benchmarks import corpus
 from sign_vq.archive import build_archive
-from sign_vq.config import validate
+from sign_vq.config import train_config
 from sign_vq.data import PoseDataModule
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards, write_stats
@@ -43,7 +43,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
 
 def frames_per_sample(archive: Path, samples: int = 400) -> float:
     """Mean real (unpadded) frames of a training sample: the same sample stream for any number of processes."""
-    config = validate({"train": {**TRAIN, "max_steps": samples // TRAIN["batch_size"]}})["train"]
+    config = train_config({**TRAIN, "max_steps": samples // TRAIN["batch_size"]})
     data = PoseDataModule(archive, config)
     data.trainer = None
     real = sum(int((~batch["padding"]).sum()) for batch in data.train_dataloader())

@@ -69,7 +69,7 @@ archive.read(train[len(train) - 1])
 print(json.dumps({"seconds": seconds, "rss_mb": rss_mb() - before, "uss_mb": uss_mb() - private}))
 """
 LOADER_PROBE = PROBE_HEAD + """
-from sign_vq.config import validate
+from sign_vq.config import train_config
 from sign_vq.data import PoseDataModule
 def children():
     pids = []
@@ -77,7 +77,7 @@ def children():
         with open(f"/proc/self/task/{task}/children") as handle:
             pids += [int(p) for p in handle.read().split()]
     return pids
-config = validate({"train": {"batch_size": 2, "max_frames": 128, "num_workers": 2, "max_steps": 200}})["train"]
+config = train_config({"batch_size": 2, "max_frames": 128, "num_workers": 2, "max_steps": 200})
 start = time.perf_counter()
 data = PoseDataModule(sys.argv[1], config)
 data.trainer = None

@@ -19,9 +19,9 @@ import torch
 
 from benchmarks import corpus
 from sign_vq.archive import build_archive
-from sign_vq.config import validate
+from sign_vq.config import train_config
 from sign_vq.data import PoseDataModule
-from sign_vq.model import PoseFSQAutoencoder, part_weighted_mse
+from sign_vq.model import PoseFSQAutoencoder, model_kwargs, part_weighted_mse
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards
 
@@ -59,12 +59,12 @@ def build(work: Path) -> tuple[Path, Path]:
 
 
 def throughput(archive: Path, stats_shard: Path) -> dict:
-    config = validate({"train": {**CONFIG, "max_steps": STEPS}})["train"]
+    config = train_config({**CONFIG, "max_steps": STEPS})
     data = PoseDataModule(archive, config)
     stats = merge_shards([stats_shard])
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(stats.mean, stats.std, **config["model"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    model = PoseFSQAutoencoder(stats.mean, stats.std, **model_kwargs(config))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     real = padded = 0
     batches = list(data.train_dataloader())
     start = time.perf_counter()
@@ -89,7 +89,7 @@ def throughput(archive: Path, stats_shard: Path) -> dict:
 
 
 def data_path_rss(archive: Path, workers: int) -> dict:
-    config = validate({"train": {**CONFIG, "max_steps": 2000, "num_workers": workers}})["train"]
+    config = train_config({**CONFIG, "max_steps": 2000, "num_workers": workers})
     out = subprocess.run(
         [sys.executable, "-c", DATA_PATH_PROBE, str(archive), json.dumps(config)],
         capture_output=True, text=True, check=True,

@@ -26,7 +26,7 @@ import yaml
 from benchmarks import DATA_HELP, corpus
 from sign_vq import skeleton
 from sign_vq.archive import build_archive
-from sign_vq.config import validate
+from sign_vq.config import Config, typed, validate
 from sign_vq.evaluation import add_pose, evaluating, reconstructions
 from sign_vq.metrics import HANDS, ReconstructionMetrics
 from sign_vq.model import load_model
@@ -86,13 +86,13 @@ def evaluate(model_dir: Path, archive: Path) -> dict:
     return {**metrics.compute(), "body_points": metrics.point_ratios()[skeleton.PARTS["body"]].tolist()}
 
 
-def variant_config(base: dict, overrides: dict, variant: dict) -> dict:
+def variant_config(base: dict, overrides: dict, variant: dict) -> Config:
     """The validated config of one variant: ``base``, the user's overrides, then the variant's model keys."""
     model = {**base["model"], **overrides.get("model", {}), **variant}
-    return validate({"train": {**base, **overrides, "model": model}})
+    return typed(Config, validate({"train": {**base, **overrides, "model": model}}))
 
 
-def run_variant(name: str, config: dict, files: dict, work: Path) -> dict:
+def run_variant(name: str, config: Config, files: dict, work: Path) -> dict:
     start = time.perf_counter()
     if train(config, files["train"], files["stats"], work / f"model-{name}") != 0:
         raise SystemExit(f"variant {name}: training stopped early")

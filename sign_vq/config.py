@@ -8,9 +8,13 @@ Beyond the schema: every number must be finite, no text may hold control charact
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import json
 import math
 import re
+import typing
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -134,10 +138,140 @@ def validate(config: dict | None, source: str = "config") -> dict:
     return config
 
 
-def load_config(path: str | Path | None) -> dict:
-    """Read a YAML config (None = all defaults) and validate it."""
+# --- the typed configuration, built once from a validated dict and passed down ------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int
+    heads: int
+    encoder_layers: int
+    decoder_layers: int
+    ff_mult: int
+    dropout: float
+    levels: tuple[int, ...]
+    num_codebooks: int
+    quantizer: str
+    static_dims: int
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    part_weights: dict[str, float]
+    relative_parts: bool
+    velocity_weight: float
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    shape: float
+    scale: float
+    rotate: float
+    shift: float
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: str
+    project: str
+    entity: str
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    max_steps: int
+    batch_size: int
+    max_frames: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    precision: str
+    accelerator: str
+    devices: int
+    num_nodes: int
+    num_workers: int
+    augment: AugmentConfig
+    checkpoint_every: int
+    keep_every: int
+    log_every: int
+    val_every: int
+    render_every: int
+    model: ModelConfig
+    loss: LossConfig
+    wandb: WandbConfig
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    bucket: str
+    local_dir: str
+    mirror_dir: str
+    num_shards: int
+    threads: int
+    delete_removed: bool
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    max_bad_fraction: float
+    outlier_limit: float
+    correct_wrists: bool
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    val_fraction: float
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    num_poses: int
+    max_frames: int
+    gif: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    results: str
+    input: InputConfig
+    normalize: NormalizeConfig
+    archive: ArchiveConfig
+    train: TrainConfig
+    render: RenderConfig
+
+
+Section = typing.TypeVar("Section")
+
+
+def typed(kind: type[Section], values: dict) -> Section:
+    """A validated dict (or one of its sections) as its frozen dataclass; lists become tuples."""
+    hints = typing.get_type_hints(kind)
+    fields = {}
+    for field in dataclasses.fields(kind):
+        value, hint = values[field.name], hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            value = typed(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        fields[field.name] = value
+    return kind(**fields)
+
+
+def as_dict(section: Any) -> dict:
+    """A typed config (or section) as the plain JSON-like dict it was built from (for files and checkpoints)."""
+    return json.loads(json.dumps(dataclasses.asdict(section)))
+
+
+def train_config(overrides: dict | None = None, source: str = "train config") -> TrainConfig:
+    """The validated, typed `train` section: the defaults with ``overrides`` (a partial `train` section)."""
+    return typed(TrainConfig, validate({"train": overrides or {}}, source)["train"])
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML config (None = all defaults), validate it and return it typed."""
     if path is None:
-        return validate({}, "defaults")
+        return typed(Config, validate({}, "defaults"))
     try:
         text = Path(path).read_text()
     except OSError as error:
@@ -146,4 +280,4 @@ def load_config(path: str | Path | None) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
-    return validate(data, str(path))
+    return typed(Config, validate(data, str(path)))

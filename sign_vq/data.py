@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import astuple
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sign_vq import inference
+from sign_vq.config import AugmentConfig, TrainConfig
 from sign_vq.posezip import Entries, PoseZip
 
 log = logging.getLogger(__name__)
@@ -50,20 +52,20 @@ def shape_directions(archive: PoseZip, entries: Entries, seed: int, limit: int =
 
 
 def augment(
-    item: dict[str, torch.Tensor], rng: np.random.Generator, settings: dict, shapes: np.ndarray | None = None
+    item: dict[str, torch.Tensor], rng: np.random.Generator, settings: AugmentConfig, shapes: np.ndarray | None = None
 ) -> dict[str, torch.Tensor]:
     """As if another signer of another build stood a little elsewhere: for half the crops, a random mean-pose
     offset along ``shapes`` (:func:`shape_directions`, coefficients ~ N(0, ``shape``²)); then a random similarity
     transform of the whole pose (scale, rotation in the image plane, shift; z scaled with x and y). Missing points
     stay 0."""
     poses = item["poses"].clone()
-    if settings["shape"] and shapes is not None and rng.random() < 0.5:
-        coefficients = rng.normal(0.0, settings["shape"], len(shapes)).astype(np.float32)
+    if settings.shape and shapes is not None and rng.random() < 0.5:
+        coefficients = rng.normal(0.0, settings.shape, len(shapes)).astype(np.float32)
         poses += torch.from_numpy(np.tensordot(coefficients, shapes, 1))
-    if settings["scale"] or settings["rotate"] or settings["shift"]:
-        scale = float(np.exp(rng.uniform(-settings["scale"], settings["scale"])))
-        angle = np.deg2rad(rng.uniform(-settings["rotate"], settings["rotate"]))
-        shift = rng.uniform(-settings["shift"], settings["shift"], size=2)
+    if settings.scale or settings.rotate or settings.shift:
+        scale = float(np.exp(rng.uniform(-settings.scale, settings.scale)))
+        angle = np.deg2rad(rng.uniform(-settings.rotate, settings.rotate))
+        shift = rng.uniform(-settings.shift, settings.shift, size=2)
         matrix = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32)
         poses[..., :2] = poses[..., :2] @ matrix.T * scale + torch.tensor(shift, dtype=torch.float32)
         poses[..., 2] *= scale
@@ -95,7 +97,7 @@ class RandomCrops(Dataset):
         max_frames: int,
         seed: int,
         length: int,
-        augmentation: dict,
+        augmentation: AugmentConfig,
         shapes: np.ndarray | None = None,
     ):
         self.archive, self.entries = archive, entries
@@ -111,7 +113,7 @@ class RandomCrops(Dataset):
         pose = self.archive.read(entry)
         offset = rng.integers(max(len(pose) - self.max_frames, 0) + 1)
         item = pose_tensors(pose[offset : offset + self.max_frames])
-        return augment(item, rng, self.augmentation, self.shapes) if any(self.augmentation.values()) else item
+        return augment(item, rng, self.augmentation, self.shapes) if any(astuple(self.augmentation)) else item
 
 
 class StepSampler(Sampler[int]):
@@ -188,7 +190,7 @@ def split_entries(archive: PoseZip, split: str) -> Entries:
 class PoseDataModule(L.LightningDataModule):
     """Train batches are step-indexed random crops; validation covers the whole `val` split."""
 
-    def __init__(self, archive: str | Path, config: dict):
+    def __init__(self, archive: str | Path, config: TrainConfig):
         super().__init__()
         self.archive = PoseZip(archive)
         self.config = config
@@ -201,10 +203,10 @@ class PoseDataModule(L.LightningDataModule):
             self.val_entries = self.train_entries[:4]
 
     def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
-        workers = self.config["num_workers"]
+        workers = self.config.num_workers
         return DataLoader(
             dataset,
-            batch_size=self.config["batch_size"],
+            batch_size=self.config.batch_size,
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate,
@@ -220,16 +222,16 @@ class PoseDataModule(L.LightningDataModule):
         config = self.config
         trainer = self.trainer
         sampler = StepSampler(
-            lambda: trainer.global_step if trainer else 0, config["max_steps"], config["batch_size"], *self._rank()
+            lambda: trainer.global_step if trainer else 0, config.max_steps, config.batch_size, *self._rank()
         )
-        length = config["max_steps"] * config["batch_size"] * sampler.world_size
-        augmentation = config["augment"]
-        shapes = shape_directions(self.archive, self.train_entries, config["seed"]) if augmentation["shape"] else None
+        length = config.max_steps * config.batch_size * sampler.world_size
+        augmentation = config.augment
+        shapes = shape_directions(self.archive, self.train_entries, config.seed) if augmentation.shape else None
         dataset = RandomCrops(
-            self.archive, self.train_entries, config["max_frames"], config["seed"], length, augmentation, shapes
+            self.archive, self.train_entries, config.max_frames, config.seed, length, augmentation, shapes
         )
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        windows = Windows(self.archive, self.val_entries, self.config["max_frames"])
+        windows = Windows(self.archive, self.val_entries, self.config.max_frames)
         return self._loader(windows, RankShare(len(windows), *self._rank()))

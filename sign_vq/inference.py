@@ -13,7 +13,7 @@
   copied bit for bit with their confidence; only the missing points are filled from the reconstruction, with
   confidence :data:`FILLED_CONFIDENCE`.
 
-Only the first person of a multi-person file is used. Poses longer than the model's ``train_config['max_frames']``
+Only the first person of a multi-person file is used. Poses longer than the model's ``max_frames``
 are cut into equal windows of at most that many frames (a function of the frame count only, so
 ``decode(encode(x))`` equals the windowed reconstruction); windows of several poses share a forward pass
 (:func:`windowed`). A folder input keeps its relative paths under the output folder; a bad input is reported (naming
@@ -67,11 +67,6 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _max_frames(model: PoseFSQAutoencoder) -> int:
-    config = getattr(model, "train_config", None) or {}
-    return int(config.get("max_frames", 128))
-
-
 def collate(
     windows: list[tuple[np.ndarray, ...]], device: torch.device, length: int
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -97,7 +92,7 @@ def windowed(
     A window is padded to a length that depends on its own length only (the next multiple of :data:`PAD_STEP`, at
     most ``max_frames``), and only windows of one padded length share a batch: an item's outputs never depend on the
     items it is batched with (bit for bit on a CPU), so a corpus encoded in batches gives each file's own codes."""
-    max_frames = _max_frames(model)
+    max_frames = model.max_frames
     bounds = [window_bounds(len(item[0]), max_frames) for item in items]
     by_length: dict[int, list[tuple[int, int, int]]] = {}
     for i, item_bounds in enumerate(bounds):

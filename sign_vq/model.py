@@ -18,7 +18,7 @@ from torch import nn
 from vector_quantize_pytorch import FSQ
 
 from sign_vq import skeleton
-from sign_vq.config import validate
+from sign_vq.config import TrainConfig, as_dict, train_config
 from sign_vq.errors import UserError
 
 QUANTIZERS = ("fsq", "none")
@@ -87,6 +87,7 @@ class PoseFSQAutoencoder(nn.Module):
         self.register_buffer("std", std.reshape(shape).clamp_min(STD_FLOOR))
         self.levels = list(levels)
         self.num_codebooks = num_codebooks
+        self.max_frames = max_frames  # the window length it was trained on (inference cuts longer poses)
         if quantizer not in QUANTIZERS:
             raise UserError(f"model.quantizer {quantizer!r}: use one of {', '.join(QUANTIZERS)}")
         code_dims = num_codebooks * len(self.levels)
@@ -245,9 +246,9 @@ def part_weighted_mse(
     return total / max(weight_sum, 1e-12)
 
 
-def model_kwargs(train_config: dict) -> dict:
+def model_kwargs(config: TrainConfig) -> dict:
     """The constructor arguments of the model section of a train config (and its ``max_frames``)."""
-    return {**train_config["model"], "max_frames": train_config["max_frames"]}
+    return {**as_dict(config.model), "max_frames": config.max_frames}
 
 
 def _unreadable(path: Path, error: Exception) -> UserError:
@@ -323,7 +324,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Po
     if path.is_dir():
         path = path / "model.ckpt"
     checkpoint = read_checkpoint(path, map_location)
-    hyper = validate({"train": checkpoint["hyper_parameters"]["config"]}, f"{path} (its saved config)")["train"]
+    hyper = train_config(checkpoint["hyper_parameters"]["config"], f"{path} (its saved config)")
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     try:
         model = PoseFSQAutoencoder(**model_kwargs(hyper))

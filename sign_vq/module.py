@@ -8,16 +8,17 @@ import lightning as L
 import numpy as np
 import torch
 
+from sign_vq.config import TrainConfig, as_dict
 from sign_vq.metrics import ReconstructionMetrics
 from sign_vq.model import PoseFSQAutoencoder, model_kwargs, part_weighted_mse
 
 
 class PoseVQModule(L.LightningModule):
-    """Trains the autoencoder; ``config`` is the validated `train` section (saved in every checkpoint)."""
+    """Trains the autoencoder; ``config`` is the typed `train` section (saved as a plain dict in every checkpoint)."""
 
-    def __init__(self, config: dict, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+    def __init__(self, config: TrainConfig, mean: np.ndarray | None = None, std: np.ndarray | None = None):
         super().__init__()
-        self.save_hyperparameters("config")
+        self.hparams.update(config=as_dict(config))  # plain values: in every checkpoint, loadable with weights_only
         self.config = config
         self.model = PoseFSQAutoencoder(mean, std, **model_kwargs(config))
         self.val_metrics = ReconstructionMetrics(self.model.codebook_size, self.model.bits_per_frame)
@@ -26,19 +27,19 @@ class PoseVQModule(L.LightningModule):
         poses, padding = batch["poses"], batch["padding"]
         observed = batch["observed"] & ~padding[..., None]
         recon, codes = self.model(poses, observed, padding)
-        loss_config = self.config["loss"]
-        weights = loss_config["part_weights"]
-        scales = self.model.part_scales() if loss_config["relative_parts"] else None
+        loss_config = self.config.loss
+        weights = loss_config.part_weights
+        scales = self.model.part_scales() if loss_config.relative_parts else None
         loss = part_weighted_mse(recon, poses, observed, weights, scales)
-        if loss_config["velocity_weight"] > 0:
+        if loss_config.velocity_weight > 0:
             both = observed[:, 1:] & observed[:, :-1]
             velocity = part_weighted_mse(recon[:, 1:] - recon[:, :-1], poses[:, 1:] - poses[:, :-1], both, weights, scales)
-            loss = loss + loss_config["velocity_weight"] * velocity
+            loss = loss + loss_config.velocity_weight * velocity
         return loss, recon, codes
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # randomness (dropout) as a function of the step and rank: a resumed run continues like an uninterrupted one
-        torch.manual_seed((self.config["seed"] * 1_000_003 + self.global_step) * 1_009 + self.global_rank)
+        torch.manual_seed((self.config.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._step(batch)
@@ -78,8 +79,8 @@ class PoseVQModule(L.LightningModule):
 
     def configure_optimizers(self):
         config = self.config
-        optimizer = torch.optim.AdamW(self.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-        warmup, total = config["warmup_steps"], config["max_steps"]
+        optimizer = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        warmup, total = config.warmup_steps, config.max_steps
 
         def factor(step: int) -> float:
             if step < warmup:

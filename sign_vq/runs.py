@@ -15,6 +15,7 @@ import struct
 import time
 from pathlib import Path
 
+from sign_vq.config import TrainConfig, as_dict
 from sign_vq.errors import UserError
 from sign_vq.fileio import write_json
 
@@ -69,10 +70,10 @@ def zip_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_identity(train_config: dict, archive: Path, stats: Path) -> dict:
+def run_identity(train_config: TrainConfig, archive: Path, stats: Path) -> dict:
     """What the weights of a run depend on (JSON-serializable)."""
     return {
-        "train": {key: value for key, value in train_config.items() if key not in SCHEDULE_KEYS},
+        "train": {key: value for key, value in as_dict(train_config).items() if key not in SCHEDULE_KEYS},
         "archive": zip_fingerprint(archive),
         "stats": sha256_file(stats),
     }

@@ -29,9 +29,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from sign_vq.config import load_config
+from sign_vq.config import Config, TrainConfig, WandbConfig, load_config
 from sign_vq.data import PoseDataModule
-from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_open, atomic_path, png_figure
 from sign_vq.model import read_checkpoint
 from sign_vq.module import PoseVQModule
@@ -55,10 +54,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path, map_location or "cpu")
 
 
-def _wandb_logger(config: dict, output: Path) -> Logger | None:
+def _wandb_logger(settings: WandbConfig, output: Path) -> Logger | None:
     """A W&B logger that continues the run whose id is kept in ``output``; None when disabled or unavailable."""
-    settings = config["wandb"]
-    mode = os.environ.get("WANDB_MODE", settings["mode"])
+    mode = os.environ.get("WANDB_MODE", settings.mode)
     if mode == "disabled":
         return None
     id_file = output / "wandb_run_id"
@@ -69,8 +67,8 @@ def _wandb_logger(config: dict, output: Path) -> Logger | None:
         from lightning.pytorch.loggers import WandbLogger
 
         return WandbLogger(
-            project=settings["project"],
-            entity=settings["entity"] or None,
+            project=settings.project,
+            entity=settings.entity or None,
             id=id_file.read_text().strip(),
             resume="allow",
             save_dir=str(output),
@@ -81,14 +79,13 @@ def _wandb_logger(config: dict, output: Path) -> Logger | None:
         return None
 
 
-def _render_callback(config: dict, archive: Path, output: Path) -> Callback:
+def _render_callback(config: Config, archive: Path, output: Path) -> Callback:
     """Validation videos and metrics every ``train.render_every`` steps (rank zero; a no-op when 0)."""
     from sign_vq.callbacks import RenderCallback
 
-    render = config["render"]
     return RenderCallback(
-        archive, output / "renders", config["train"]["render_every"],
-        num_poses=render["num_poses"], max_frames=render["max_frames"], gif=False,
+        archive, output / "renders", config.train.render_every,
+        num_poses=config.render.num_poses, max_frames=config.render.max_frames, gif=False,
     )
 
 
@@ -134,16 +131,16 @@ def plot_curves(metrics_csv: Path, output: Path) -> None:
         right.set(xlabel="step", ylabel="fraction of codes used", ylim=(0, 1.05), title="codebook utilization")
 
 
-def _callbacks(config: dict, archive: Path, stats: Path, output: Path, last: Path) -> list[Callback]:
-    train_config = config["train"]
+def _callbacks(config: Config, archive: Path, stats: Path, output: Path, last: Path) -> list[Callback]:
+    train_config = config.train
     callbacks: list[Callback] = [
-        NonFiniteGuard(f"the statistics file {stats} and the learning rate (train.lr = {train_config['lr']})"),
-        Checkpoints(last, train_config["checkpoint_every"], train_config["keep_every"]),
+        NonFiniteGuard(f"the statistics file {stats} and the learning rate (train.lr = {train_config.lr})"),
+        Checkpoints(last, train_config.checkpoint_every, train_config.keep_every),
         *StopAtStep.from_environment(),
         _render_callback(config, archive, output),
     ]
     if not _on_terminal():
-        callbacks.append(ProgressLines(train_config["log_every"]))
+        callbacks.append(ProgressLines(train_config.log_every))
     return callbacks
 
 
@@ -160,24 +157,23 @@ def _quiet_third_parties() -> None:
     warnings.filterwarnings("ignore", message="The `srun` command is available")  # srun is used where it matters
 
 
-def _trainer(config: dict, callbacks: list[Callback], loggers: list[Logger], output: Path) -> L.Trainer:
-    train_config = config["train"]
+def _trainer(train_config: TrainConfig, callbacks: list[Callback], loggers: list[Logger], output: Path) -> L.Trainer:
     plugins: list = [SafeCheckpointIO()]
     if "SLURM_JOB_ID" in os.environ:
         plugins.append(SLURMEnvironment(auto_requeue=False))  # Snakemake's retries resubmit, not Lightning
     return L.Trainer(
-        max_steps=train_config["max_steps"],
-        accelerator=train_config["accelerator"],
-        devices=train_config["devices"],
-        num_nodes=train_config["num_nodes"],
-        precision=train_config["precision"],
+        max_steps=train_config.max_steps,
+        accelerator=train_config.accelerator,
+        devices=train_config.devices,
+        num_nodes=train_config.num_nodes,
+        precision=train_config.precision,
         callbacks=callbacks,
         logger=loggers,
         plugins=plugins,
         use_distributed_sampler=False,  # the step sampler shards by rank itself (data.StepSampler)
-        val_check_interval=train_config["val_every"],
+        val_check_interval=train_config.val_every,
         check_val_every_n_epoch=None,
-        log_every_n_steps=min(10, train_config["val_every"]),
+        log_every_n_steps=min(10, train_config.val_every),
         num_sanity_val_steps=0,
         deterministic="warn",
         default_root_dir=str(output),
@@ -207,26 +203,26 @@ def global_rank(devices: int) -> int:
     return int(env.get("SLURM_PROCID", 0))
 
 
-def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
+def train(config: Config, archive: Path, stats_path: Path, output: Path) -> int:
     """Train (or resume) into ``output``; returns 0 when ``max_steps`` was reached, else 3."""
-    train_config = config["train"]
+    train_config = config.train
     _quiet_third_parties()
     stats = load_stats(stats_path)
     data = PoseDataModule(archive, train_config)
     last = output / "checkpoints" / "last.ckpt"
     identity = run_identity(train_config, archive, stats_path)
     resume = resume_point(output, identity, last)
-    rank_zero = global_rank(train_config["devices"]) == 0
+    rank_zero = global_rank(train_config.devices) == 0
     if resume is None and rank_zero:
         start_run(output, identity)
-    L.seed_everything(train_config["seed"], workers=True, verbose=False)
+    L.seed_everything(train_config.seed, workers=True, verbose=False)
     module = PoseVQModule(train_config, stats.mean, stats.std)
     loggers: list[Logger] = [CSVLogger(str(output), name="logs")]
-    wandb_logger = _wandb_logger(train_config, output) if rank_zero else None
+    wandb_logger = _wandb_logger(train_config.wandb, output) if rank_zero else None
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     callbacks = _callbacks(config, archive, stats_path, output, last)
-    trainer = _trainer(config, callbacks, loggers, output)
+    trainer = _trainer(train_config, callbacks, loggers, output)
     if resume is not None:
         log.info("resuming from %s", resume)
     checkpoints = next(c for c in callbacks if isinstance(c, Checkpoints))
@@ -241,9 +237,9 @@ def train(config: dict, archive: Path, stats_path: Path, output: Path) -> int:
     return _finish(trainer, module, train_config, output, last)
 
 
-def _finish(trainer: L.Trainer, module: L.LightningModule, train_config: dict, output: Path, last: Path) -> int:
+def _finish(trainer: L.Trainer, module: L.LightningModule, train_config: TrainConfig, output: Path, last: Path) -> int:
     """Rank zero's curves and CSV; the final model once ``max_steps`` is reached (every rank takes part)."""
-    done = trainer.global_step >= train_config["max_steps"]
+    done = trainer.global_step >= train_config.max_steps
     log.info(
         "rank %d stopped at step %d, weights %s", trainer.global_rank, trainer.global_step, _weights_fingerprint(module)
     )
@@ -255,7 +251,7 @@ def _finish(trainer: L.Trainer, module: L.LightningModule, train_config: dict, o
     if not done:
         log.error(
             "stopped at step %d of %d; rerun the same command to resume from %s",
-            trainer.global_step, train_config["max_steps"], last,
+            trainer.global_step, train_config.max_steps, last,
         )
         return INTERRUPTED
     log.info("model written to %s", output / "model.ckpt")

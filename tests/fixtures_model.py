@@ -15,7 +15,7 @@ import torch
 
 from sign_vq.archive import build_archive
 from sign_vq.cli import main
-from sign_vq.config import validate
+from sign_vq.config import as_dict, train_config
 from sign_vq.model import PoseFSQAutoencoder, model_kwargs
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards, write_stats
@@ -76,12 +76,12 @@ def trained(tmp_path_factory) -> Trained:
 
 def make_checkpoint(path: Path, seed: int = 0, max_frames: int = 16, **model: object) -> Path:
     """An untrained checkpoint in the layout `sign-vq train` writes (``model`` overrides the model section)."""
-    config = validate({"train": {"max_frames": max_frames, "model": {"d_model": 32, "heads": 2, **model}}})["train"]
+    config = train_config({"max_frames": max_frames, "model": {"d_model": 32, "heads": 2, **model}})
     torch.manual_seed(seed)
     net = PoseFSQAutoencoder(**model_kwargs(config))
     state = {f"model.{k}": v for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"config": config}, "state_dict": state}, path)
+    torch.save({"hyper_parameters": {"config": as_dict(config)}, "state_dict": state}, path)
     return path
 
 

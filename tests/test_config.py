@@ -6,12 +6,16 @@ runs no job: tests/test_workflow.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
+import yaml
 
-from sign_vq.config import schema, validate
+from sign_vq.config import Config, as_dict, schema, train_config, typed, validate
 from sign_vq.errors import UserError
+
+from conftest import REPO
 
 
 def numeric_keys(node: dict, prefix: str = "") -> list[tuple[str, dict]]:
@@ -122,3 +126,13 @@ def test_paths_with_spaces_unicode_and_shell_characters_are_accepted(path):
 def test_paths_that_cannot_be_output_patterns_or_arguments_are_refused(key, path):
     message = refused(nested(key, path))
     assert key in message
+
+
+def test_the_typed_config_holds_every_key_of_the_schema_and_gives_it_back():
+    shipped = validate(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "config/config.yaml")
+    config = typed(Config, shipped)
+    assert as_dict(config) == shipped, "a schema key without a field (or the reverse)"
+    assert config.train.model.levels == tuple(shipped["train"]["model"]["levels"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.lr = 1.0  # type: ignore[misc]
+    assert train_config({"lr": 0.002}).lr == 0.002 and train_config().lr == shipped["train"]["lr"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from sign_vq.archive import build_archive, split_of
-from sign_vq.config import validate
+from sign_vq.config import AugmentConfig, train_config
 from sign_vq.data import (
     PoseDataModule,
     RandomCrops,
@@ -59,7 +60,7 @@ def test_archive_streams_every_pose_unchanged(shards, tmp_path):
         assert np.array_equal(a.filled(0), b.filled(0))
 
 
-NO_AUGMENT = {"shape": 0.0, "scale": 0.0, "rotate": 0.0, "shift": 0.0}
+NO_AUGMENT = AugmentConfig(shape=0.0, scale=0.0, rotate=0.0, shift=0.0)
 
 
 def test_random_crops_are_a_pure_function_of_seed_and_index(shards):
@@ -75,7 +76,7 @@ def test_augment_is_a_similarity_transform_that_keeps_missing_points_zero():
     poses = torch.randn(5, 178, 3)
     observed = torch.rand(5, 178) > 0.3
     poses[~observed] = 0
-    settings = {"shape": 0.0, "scale": 0.2, "rotate": 20.0, "shift": 0.1}
+    settings = AugmentConfig(shape=0.0, scale=0.2, rotate=20.0, shift=0.1)
     out = augment({"poses": poses, "observed": observed}, np.random.default_rng(1), settings)
     again = augment({"poses": poses, "observed": observed}, np.random.default_rng(1), settings)
     assert torch.equal(out["poses"], again["poses"])
@@ -95,7 +96,7 @@ def test_shape_augment_moves_every_frame_of_a_crop_by_one_mean_pose_offset(shard
     spreads = np.linalg.norm(shapes.reshape(len(shapes), -1), axis=1)
     assert spreads[0] > 0 and np.all(np.diff(spreads) <= 1e-6)  # principal directions, largest spread first
     item = pose_tensors(zipped.read(zipped.entries[0]))
-    settings = {**NO_AUGMENT, "shape": 1.0}
+    settings = replace(NO_AUGMENT, shape=1.0)
     moved = [augment(item, np.random.default_rng(seed), settings, shapes)["poses"] for seed in range(8)]
     offsets = [m - item["poses"] for m in moved if not torch.equal(m, item["poses"])]
     assert 0 < len(offsets) < 8  # about half of the crops keep their own shape
@@ -120,8 +121,8 @@ def test_two_dataloader_workers_give_the_same_batches_as_none(shards, tmp_path):
     build_archive(shards, tmp_path / "all.zip", 0.2)
     batches = []
     for workers in (0, 2):
-        config = validate({"train": {"max_steps": 6, "batch_size": 3, "max_frames": 20, "num_workers": workers}})
-        batches.append(list(PoseDataModule(tmp_path / "all.zip", config["train"]).train_dataloader()))
+        config = train_config({"max_steps": 6, "batch_size": 3, "max_frames": 20, "num_workers": workers})
+        batches.append(list(PoseDataModule(tmp_path / "all.zip", config).train_dataloader()))
     assert len(batches[0]) == len(batches[1]) == 6
     for a, b in zip(*batches):
         assert torch.equal(a["poses"], b["poses"]) and torch.equal(a["padding"], b["padding"])

@@ -10,7 +10,7 @@ import torch
 from vector_quantize_pytorch import FSQ
 
 from sign_vq.archive import build_archive
-from sign_vq.config import validate
+from sign_vq.config import Config, typed, validate
 from sign_vq.errors import UserError
 from sign_vq.inference import reconstruct_array
 from sign_vq.model import PoseFSQAutoencoder, load_model
@@ -86,17 +86,12 @@ def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
 @pytest.mark.parametrize(("quantizer", "num_codebooks"), [("fsq", 2), ("fsq", 4), ("none", 1)])
 def test_variants_train_and_reconstruct(dataset, tmp_path, quantizer, num_codebooks):
     steps = 40
-    config = validate({"train": {
+    config = typed(Config, validate({"train": {
         "max_steps": steps, "val_every": steps, "checkpoint_every": steps, "batch_size": 4, "max_frames": 24,
         "lr": 0.003, "warmup_steps": 5, "wandb": {"mode": "disabled"},
         "model": {**SMALL, "quantizer": quantizer, "num_codebooks": num_codebooks},
-    }})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert train(config, dataset["archive"], dataset["stats"], tmp_path / "model") == 0
-    finally:
-        torch.set_num_threads(threads)
+    }}))
+    assert train(config, dataset["archive"], dataset["stats"], tmp_path / "model") == 0
     model = load_model(tmp_path / "model")
     assert model.num_codebooks == num_codebooks and (model.quantizer is None) == (quantizer == "none")
     zipped = PoseZip(dataset["archive"])

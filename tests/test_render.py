@@ -16,11 +16,10 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-from fixtures_model import EXAMPLES
 from sign_vq import skeleton
 from sign_vq.callbacks import RenderCallback
 from sign_vq.cli import main
-from sign_vq.config import validate
+from sign_vq.config import train_config
 from sign_vq.data import PoseDataModule
 from sign_vq.model import load_model
 from sign_vq.module import PoseVQModule
@@ -169,8 +168,7 @@ class TrainingModeProbe(Callback):
 
 def test_render_callback_inside_a_real_trainer(trained, tmp_path):
     """A real Lightning fit of a tiny model: renders at steps 2 and 4, metrics in the CSV log, training mode kept."""
-    config = validate({"train": {"max_steps": 4, "batch_size": 2, "max_frames": 16,
-                                 "model": {"d_model": 32, "heads": 2}}})["train"]
+    config = train_config({"max_steps": 4, "batch_size": 2, "max_frames": 16, "model": {"d_model": 32, "heads": 2}})
     stats = load_stats(trained.stats)
     callback = RenderCallback(trained.archive, tmp_path / "renders", every_n_steps=2, num_poses=1, max_frames=4,
                               metric_poses=2)

@@ -15,15 +15,13 @@ import torch
 import yaml
 
 from sign_vq.cli import main
-from sign_vq.config import load_config, validate
+from sign_vq.config import load_config, train_config
 from sign_vq.errors import UserError
 from sign_vq.data import PoseDataModule
 from sign_vq.metrics import codebook_stats
-from sign_vq.model import PoseFSQAutoencoder, load_model, part_weighted_mse, read_checkpoint
+from sign_vq.model import PoseFSQAutoencoder, load_model, model_kwargs, part_weighted_mse, read_checkpoint
 from sign_vq.module import PoseVQModule
 from sign_vq.train import INTERRUPTED, train as train_in_process
-
-from conftest import EXAMPLES
 
 TINY = {
     "max_steps": 30,
@@ -58,11 +56,12 @@ def run_train(
 
 
 def test_overfits_one_batch(dataset):
-    config = validate({"train": {"model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}}})["train"]
-    data = PoseDataModule(dataset["archive"], {**config, "batch_size": 4, "max_frames": 32})
+    config = train_config({"batch_size": 4, "max_frames": 32,
+                           "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}})
+    data = PoseDataModule(dataset["archive"], config)
     batch = next(iter(data.train_dataloader()))
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(**config["model"])
+    model = PoseFSQAutoencoder(**model_kwargs(config))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     observed = batch["observed"] & ~batch["padding"][..., None]
     losses = []
@@ -149,11 +148,11 @@ def test_static_channel_decodes_like_forward_and_takes_poses_longer_than_max_fra
     recon, codes = model(poses, observed, padding)
     assert recon.shape == poses.shape and torch.isfinite(recon).all()
     assert torch.allclose(model.decode(codes, padding), recon, atol=1e-5)
-    static = model.quantizer._indices_to_codes(codes)[..., len(model.levels) - static_dims :]
+    static = model.quantizer.indices_to_codes(codes)[..., len(model.levels) - static_dims :]  # one codebook
     if static_dims:  # frames 0-7 send projections of the window's mean pose, frames beyond max_frames send zeros
         assert static[:, :8].abs().amax() > 0 and (static[:, 8:] == 0).all()
         moved = model.encode(poses + 0.5, observed, padding)  # another mean pose: other static codes
-        assert not torch.equal(model.quantizer._indices_to_codes(moved)[:, :8, :, -static_dims:], static[:, :8])
+        assert not torch.equal(model.quantizer.indices_to_codes(moved)[:, :8, -static_dims:], static[:, :8])
 
 
 def test_static_dims_must_leave_motion_dimensions():
@@ -235,9 +234,9 @@ def test_bad_config_names_the_key(dataset, tmp_path, caplog, train, expected):
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_a_tenth_by_cosine():
-    config = validate({"train": {"lr": 0.01, "warmup_steps": 4, "max_steps": 14,
-                                 "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}}})
-    module = PoseVQModule(config["train"])
+    config = train_config({"lr": 0.01, "warmup_steps": 4, "max_steps": 14,
+                           "model": {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}})
+    module = PoseVQModule(config)
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     rates = []

@@ -116,7 +116,7 @@ def test_two_processes_train_alike_and_a_killed_run_rerun_ends_with_the_same_wei
     # the validation at step 40 of the 2-process run = one process validating the final weights on the same split
     logged = next(row for row in csv_rows(tmp_path / "reference" / "metrics.csv")
                   if row["step"] == "39" and row.get("val/codebook_utilization"))
-    train_config = load_config(config)["train"]
+    train_config = load_config(config).train
     module = PoseVQModule(train_config)
     module.load_state_dict(expected)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
