@@ -10,6 +10,7 @@ import torch
 
 from sign_vq.config import TrainConfig, as_dict
 from sign_vq.metrics import ReconstructionMetrics
+from sign_vq.skeleton import PARTS
 from sign_vq.model import PoseFSQAutoencoder, model_kwargs, part_weighted_mse
 
 
@@ -71,11 +72,11 @@ class PoseVQModule(L.LightningModule):
         loss_sum, batches = self._sum_over_ranks(self.val_loss).tolist()
         metrics = self.val_metrics.compute()
         self.log("val/loss", loss_sum / max(batches, 1.0), prog_bar=True)
-        for key in ("codebook_utilization", "perplexity", "mse"):
+        logged = ("codebook_utilization", "perplexity", "mse", "ratio_all", "ratio_motion_all")
+        logged += tuple(f"{kind}_{part}" for part in PARTS for kind in ("error", "ratio", "ratio_motion"))
+        logged += tuple(f"ratio_handshape_{hand}" for hand in ("left_hand", "right_hand"))
+        for key in logged:
             self.log(f"val/{key}", metrics[key])
-        for name in ("body", "face", "left_hand", "right_hand"):
-            self.log(f"val/error_{name}", metrics[f"error_{name}"])
-            self.log(f"val/ratio_{name}", metrics[f"ratio_{name}"])
 
     def configure_optimizers(self):
         config = self.config
