@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/snakemake --profile $(PROFILE) --report results/report.zip
 
 test: setup
-	$(BIN)/python -m pytest -x -q
+	$(BIN)/python -m pytest -x -q --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -x -q -m "not slow"

@@ -25,8 +25,8 @@ from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards, write_stats
 
 TRAIN = {
-    "batch_size": 2, "max_frames": 128, "max_steps": 300, "warmup_steps": 10, "checkpoint_every": 1000,
-    "val_every": 1000, "log_every": 300, "accelerator": "cpu", "wandb": {"mode": "disabled"},
+    "batch_size": 8, "max_frames": 128, "max_steps": 150, "warmup_steps": 10, "checkpoint_every": 1000,
+    "val_every": 1000, "log_every": 150, "accelerator": "cpu", "wandb": {"mode": "disabled"},
     "model": {"encoder_layers": 2, "decoder_layers": 2},
 }
 RATE = re.compile(r"step \d+/\d+ loss \S+ ([\d.]+) steps/s")
