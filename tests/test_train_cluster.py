@@ -29,6 +29,7 @@ from sign_vq.runs import PREVIOUS
 from sign_vq.stats import load_stats, merge_shards, write_stats
 from sign_vq.train import INTERRUPTED, global_rank, train as train_in_process
 from conftest import EXAMPLES
+from test_hostile_models import payload_checkpoint
 from test_train import run_train, train_command, write_config
 
 FINGERPRINT = re.compile(r"rank (\d) stopped at step (\d+), weights (\w+)")
@@ -260,3 +261,16 @@ def test_an_error_raised_in_a_dataloader_worker_reaches_the_user_as_its_own_line
     )
     assert str(wrapped) == "archive.zip: pose a/b: corrupt member (CRC); rebuild it"
     assert str(UserError("plain: message")) == "plain: message"
+
+
+def test_a_last_checkpoint_carrying_code_is_refused_on_resume_and_never_runs(dataset, tmp_path, caplog):
+    output = tmp_path / "run"
+    config = load_config(write_config(tmp_path / "c.yaml", max_steps=10))
+    assert train_in_process(config, dataset["archive"], dataset["stats"], output) == 0
+    last, marker = output / "checkpoints" / "last.ckpt", tmp_path / "pwned"
+    payload_checkpoint(last, last, marker, "os.system")
+    longer = write_config(tmp_path / "d.yaml", max_steps=20)
+    code = main(["train", "--config", str(longer), "--archive", str(dataset["archive"]),
+                 "--stats", str(dataset["stats"]), "--output", str(output)])
+    assert code == 2 and not marker.exists()
+    assert f"{last}: refused to load" in caplog.text
