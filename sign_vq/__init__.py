@@ -14,7 +14,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = ["decode", "encode", "load"]
 
-_API = {"load": ("sign_vq.inference", "load_on"), "encode": ("sign_vq.inference", "encode"),
+_API = {"load": ("sign_vq.model", "load_on"), "encode": ("sign_vq.inference", "encode"),
         "decode": ("sign_vq.inference", "decode")}
 
 

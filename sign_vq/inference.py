@@ -34,12 +34,11 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 import torch
 from pose_format import Pose
-from pose_format.numpy import NumPyPoseBody
 
 from sign_vq import corpus, preprocess, skeleton
 from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_open
-from sign_vq.model import PoseFSQAutoencoder, load_model
+from sign_vq.model import PoseFSQAutoencoder, load_on
 
 STAGES = ("encode", "decode", "reconstruct", "repair")
 log = logging.getLogger(__name__)
@@ -198,15 +197,6 @@ def decode_array(model: PoseFSQAutoencoder, codes: np.ndarray, name: str = "code
 # ------------------------------------------------------------------------------------------------------ pose files
 
 
-def make_pose(data: np.ndarray, confidence: np.ndarray, fps: float, width: int, height: int) -> Pose:
-    """A one-person canonical 178-point pose (data T x 178 x 3, confidence T x 178)."""
-    values = np.asarray(data, dtype=np.float32)[:, None]
-    conf = np.asarray(confidence, dtype=np.float32)[:, None]
-    mask = np.repeat((conf == 0)[..., None], skeleton.DIMS, axis=-1)
-    body = NumPyPoseBody(float(fps), np.ma.MaskedArray(values, mask=mask), conf)
-    return Pose(skeleton.header_for(int(width), int(height)), body)
-
-
 def write_pose(pose: Pose, path: Path) -> None:
     """Write ``pose`` to ``path`` atomically."""
     with atomic_open(path, "wb") as handle:
@@ -216,7 +206,7 @@ def write_pose(pose: Pose, path: Path) -> None:
 def placed_pose(normalized: np.ndarray, fps: float) -> Pose:
     """A `.pose` of shoulder-normalized points placed in a 512 x 512 frame (see the module docstring)."""
     pixels = (normalized + DECODE_SHIFT) * (DECODE_FRAME / DECODE_SHIFT / 2)
-    return make_pose(pixels, np.ones(pixels.shape[:2]), fps, DECODE_FRAME, DECODE_FRAME)
+    return skeleton.make_pose(pixels, np.ones(pixels.shape[:2]), fps, DECODE_FRAME, DECODE_FRAME)
 
 
 def check_fps(fps: float, name: str) -> float:
@@ -278,7 +268,7 @@ def reconstruct_file(model: PoseFSQAutoencoder, path: Path) -> Pose:
     pose = preprocess.preprocess_file(path)
     recon, _ = reconstruct_array(model, pose.data, pose.mask)
     data = pose.denormalize(recon).astype(np.float32)
-    return make_pose(data, np.ones(data.shape[:2]), pose.fps, pose.width, pose.height)
+    return skeleton.make_pose(data, np.ones(data.shape[:2]), pose.fps, pose.width, pose.height)
 
 
 @dataclass
@@ -321,7 +311,7 @@ def repair_file(model: PoseFSQAutoencoder, path: Path) -> Pose:
     data = np.where(missing[..., None], filled, reduced.data)
     confidence = np.where(missing, np.float32(FILLED_CONFIDENCE), reduced.confidence)
     log.debug("%s: filled %d of %d keypoints", path, int(missing.sum()), missing.size)
-    return make_pose(data, confidence, reduced.fps, reduced.width, reduced.height)
+    return skeleton.make_pose(data, confidence, reduced.fps, reduced.width, reduced.height)
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
@@ -340,17 +330,6 @@ def collect_inputs(inputs: list[Path], suffix: str) -> list[tuple[Path, Path]]:
 
 def _model(args: argparse.Namespace) -> PoseFSQAutoencoder:
     return load_on(args.model, args.device)
-
-
-def load_on(model: Path, device: str = "cpu") -> PoseFSQAutoencoder:
-    """:func:`load_model` onto ``device`` (e.g. ``cpu``, ``cuda``, ``cuda:1``), with a clear error if it is absent."""
-    try:
-        target = torch.device(device)
-    except RuntimeError as error:
-        raise UserError(f"--device {device}: {error}") from None
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return load_model(model, map_location=target).to(target)
 
 
 def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:

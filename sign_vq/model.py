@@ -336,3 +336,14 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Po
     model.load_state_dict(state)
     model.train_config = hyper
     return model.eval()
+
+
+def load_on(model: Path, device: str = "cpu") -> PoseFSQAutoencoder:
+    """:func:`load_model` onto ``device`` (e.g. ``cpu``, ``cuda``, ``cuda:1``), with a clear error if it is absent."""
+    try:
+        target = torch.device(device)
+    except RuntimeError as error:
+        raise UserError(f"--device {device}: {error}") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return load_model(model, map_location=target).to(target)

@@ -9,7 +9,6 @@ exceeds ``--max-bad-fraction``; its reasons then go to `SHARD.failed.json`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from sign_vq import preprocess
 from sign_vq.errors import BadPoseError, UserError
-from sign_vq.fileio import atomic_open
+from sign_vq.fileio import write_json
 from sign_vq.posezip import PoseZipWriter
 from sign_vq.stats import PointStats
 
@@ -107,8 +106,7 @@ def normalize_shard(
         fraction = len(bad) / max(len(files), 1)
         if not files or fraction > max_bad_fraction:  # raising inside the block discards the shard
             failed = report_path(output, FAILED)
-            with atomic_open(failed) as handle:
-                json.dump(report, handle, indent=1)
+            write_json(failed, report)
             raise UserError(
                 f"{output}: {len(bad)} of {len(files)} files are bad ({fraction:.0%} > --max-bad-fraction "
                 f"{max_bad_fraction:.0%}); no shard written — see {failed} for each file's reason"
@@ -116,8 +114,7 @@ def normalize_shard(
                 else f"{output}: the shard has no input files; check the file list"
             )
         writer.close(stats=stats.to_dict(), report={k: v for k, v in report.items() if k != "bad_files"})
-    with atomic_open(report_path(output, REPORT)) as handle:
-        json.dump(report, handle, indent=1)
+    write_json(report_path(output, REPORT), report)
     report_path(output, FAILED).unlink(missing_ok=True)
     log.info("%s: %d poses, %d frames, %d bad files, %d outlier points masked", output, report["ok"], frames, len(bad), outliers)
     return report

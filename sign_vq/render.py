@@ -25,9 +25,8 @@ from sign_vq.data import split_entries
 from sign_vq.errors import UserError
 from sign_vq.evaluation import Reconstruction, add_pose, evaluating, new_metrics, reconstructions
 from sign_vq.fileio import atomic_dir, atomic_open, png_figure, write_json
-from sign_vq.inference import load_on
 from sign_vq.metrics import metrics_table
-from sign_vq.model import PoseFSQAutoencoder
+from sign_vq.model import PoseFSQAutoencoder, load_on
 from sign_vq.posezip import PoseZip
 from sign_vq.preprocess import denormalize
 

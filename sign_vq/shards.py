@@ -206,16 +206,3 @@ def scan_poses(root: Path) -> Listing:
     listing.files.sort()
     listing.skipped.sort()
     return listing
-
-
-def find_poses(root: Path) -> list[Path]:
-    """The usable `*.pose` files under ``root`` (see `scan_poses`); each skipped entry is logged with its reason."""
-    listing = scan_poses(root)
-    for path, reason in listing.skipped:
-        log.warning("skipped %s: %s", printable(path), reason)
-    return listing.files
-
-
-def write_local_shard_lists(root: Path, lists_dir: Path, num_shards: int) -> list[Path]:
-    """Shard every `*.pose` under ``root`` by its path relative to ``root``; returns the lists that changed."""
-    return write_shard_lists(find_poses(root), lists_dir, num_shards, key=relative_key(root))

@@ -16,7 +16,7 @@ import numpy as np
 
 from sign_vq import skeleton
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open
+from sign_vq.fileio import write_json
 
 SHAPE = (skeleton.NUM_POINTS, skeleton.DIMS)
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # poses are stored as float16: no mean or spread can exceed it
@@ -35,19 +35,9 @@ class PointStats:
     def zeros(cls) -> "PointStats":
         return cls(np.zeros(SHAPE, np.int64), np.zeros(SHAPE, np.float64), np.zeros(SHAPE, np.float64))
 
-    def add(self, pose: np.ma.MaskedArray) -> None:
-        """Accumulate one pose (frames x 178 x 3 masked array); only unmasked values count."""
-        values = pose.astype(np.float64).filled(0.0)
-        observed = ~np.ma.getmaskarray(pose)
-        self.count += observed.sum(axis=0)
-        self.sum += values.sum(axis=0)
-        self.sumsq += np.square(values).sum(axis=0)
-
     def add_values(self, data: np.ndarray, mask: np.ndarray) -> None:
-        """Accumulate one pose given as values (frames x 178 x 3) and a per-point mask (frames x 178, True = missing).
-
-        The same sums as :meth:`add` on the equivalent masked array, without the masked-array overhead.
-        """
+        """Accumulate one pose given as values (frames x 178 x 3) and a per-point mask (frames x 178, True = missing);
+        only observed values count."""
         frames = len(data)
         values = data.reshape(frames, -1).astype(np.float64)  # frames x (178*3): contiguous loops, no broadcasts
         values[np.repeat(mask, SHAPE[1], axis=1)] = 0.0
@@ -162,8 +152,7 @@ def load_stats(path: str | Path) -> PointStats:
 
 
 def write_stats(stats: PointStats, path: str | Path) -> None:
-    with atomic_open(path) as handle:
-        json.dump(stats.to_dict(), handle)
+    write_json(path, stats.to_dict(), indent=None)
 
 
 def merge_shards(shards: list[str | Path]) -> PointStats:

@@ -18,6 +18,7 @@ from fixtures_model import EXAMPLES, MAX_FRAMES, make_checkpoint
 from sign_vq import inference, preprocess, skeleton
 from sign_vq.cli import main
 from sign_vq.errors import UserError
+from sign_vq.model import load_on
 from sign_vq.metrics import ReconstructionMetrics
 from sign_vq.model import load_model, read_checkpoint
 
@@ -268,4 +269,4 @@ def test_missing_cuda_device_is_a_user_error(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "model.ckpt")
     assert main(["encode", "--model", str(checkpoint), "--device", "cuda", "--output", str(tmp_path), str(LONG)]) == 2
     with pytest.raises(UserError, match="--device nonsense"):
-        inference.load_on(checkpoint, "nonsense")
+        load_on(checkpoint, "nonsense")

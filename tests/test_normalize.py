@@ -283,13 +283,13 @@ def test_cli_relative_file_list(tmp_path, data_dir):
     assert [e["id"] for e in PoseZip(tmp_path / "s.zip").entries] == ["lexicon/essen", "lexicon/pizza"]
 
 
-def test_cli_fails_with_non_zero_status(tmp_path, some_good, real_bad):
+def test_cli_fails_with_exit_status_2(tmp_path, some_good, real_bad):
     shard = tmp_path / "s.zip"
     status = main(["normalize", "--output", str(shard), "--max-bad-fraction", "0.1", str(some_good[0]), *map(str, real_bad)])
-    assert status != 0
+    assert status == 2
     assert not shard.exists() and leftovers(tmp_path) == []
-    assert main(["normalize", "--output", str(shard), "--files-from", str(tmp_path / "missing.txt")]) != 0
-    assert main(["stats", "--output", str(tmp_path / "st.json"), str(tmp_path / "missing.zip")]) != 0
+    assert main(["normalize", "--output", str(shard), "--files-from", str(tmp_path / "missing.txt")]) == 2
+    assert main(["stats", "--output", str(tmp_path / "st.json"), str(tmp_path / "missing.zip")]) == 2
     assert not (tmp_path / "st.json").exists()
 
 

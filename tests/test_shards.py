@@ -12,18 +12,21 @@ import pytest
 
 from sign_vq.errors import UserError
 from sign_vq.shards import (
-    find_poses,
     list_path,
     read_list,
     relative_key,
     scan_poses,
     shard_of,
     shard_texts,
-    write_local_shard_lists,
     write_shard_lists,
 )
 
 OLD = 1_000_000_000  # an mtime far in the past
+
+
+def write_local_lists(root: Path, lists: Path, num_shards: int) -> list[Path]:
+    """What the workflow's shard_list jobs do for a local folder: its usable files, sharded by relative path."""
+    return write_shard_lists(scan_poses(root).files, lists, num_shards, key=relative_key(root))
 
 
 def _tree(root: Path, names: list[str]) -> list[Path]:
@@ -83,15 +86,15 @@ def test_one_new_file_changes_one_list_and_others_keep_mtime(tmp_path):
     root = tmp_path / "data"
     files = _tree(root, [f"s{i}/{j}.pose" for i in range(5) for j in range(5)])
     lists = tmp_path / "lists"
-    write_local_shard_lists(root, lists, 6)
+    write_local_lists(root, lists, 6)
     all_lists = [list_path(lists, k) for k in range(6)]
     _age(all_lists)
-    assert write_local_shard_lists(root, lists, 6) == []  # idempotent: nothing rewritten
+    assert write_local_lists(root, lists, 6) == []  # idempotent: nothing rewritten
     assert all(p.stat().st_mtime == OLD for p in all_lists)
 
     (root / "s9").mkdir()
     (root / "s9" / "new.pose").write_bytes(b"x")
-    changed = write_local_shard_lists(root, lists, 6)
+    changed = write_local_lists(root, lists, 6)
     expected = list_path(lists, shard_of("s9/new.pose", 6))
     assert changed == [expected]
     assert all(p.stat().st_mtime == OLD for p in all_lists if p != expected)
@@ -103,23 +106,23 @@ def test_fewer_shards_remove_stale_lists_and_empty_lists_exist(tmp_path):
     root = tmp_path / "data"
     _tree(root, ["only.pose"])
     lists = tmp_path / "lists"
-    write_local_shard_lists(root, lists, 4)
-    write_local_shard_lists(root, lists, 2)
+    write_local_lists(root, lists, 4)
+    write_local_lists(root, lists, 2)
     assert sorted(p.name for p in lists.iterdir()) == ["shard-000.txt", "shard-001.txt"]
     assert sum(len(list_path(lists, k).read_text().splitlines()) for k in range(2)) == 1
 
 
-def test_find_poses_skips_other_files_and_sync_temp(tmp_path):
+def test_scan_poses_skips_other_files_and_sync_temp(tmp_path):
     _tree(tmp_path, ["a.pose", "b.txt", "d/c.pose", ".sync-tmp/x.pose", "e.pose.part"])
-    assert [p.relative_to(tmp_path).as_posix() for p in find_poses(tmp_path)] == ["a.pose", "d/c.pose"]
+    assert [p.relative_to(tmp_path).as_posix() for p in scan_poses(tmp_path).files] == ["a.pose", "d/c.pose"]
     with pytest.raises(UserError):
-        find_poses(tmp_path / "missing")
+        scan_poses(tmp_path / "missing")
     with pytest.raises(UserError):
         write_shard_lists([], tmp_path / "lists", 0)
 
 
 def test_real_data_local_mode_is_complete(data_dir, tmp_path):
-    write_local_shard_lists(data_dir, tmp_path, 8)
+    write_local_lists(data_dir, tmp_path, 8)
     listed = [p for k in range(8) for p in read_list(list_path(tmp_path, k))]
     assert sorted(p.resolve() for p in listed) == sorted(data_dir.rglob("*.pose"))
 
@@ -149,7 +152,6 @@ def test_bad_entries_are_skipped_with_their_reason_and_the_rest_listed(tmp_path)
     assert report[0] == "path\treason" and len(report) == 1 + len(reasons)
     assert f"{tmp_path}/bad\\nname.pose\tthe name holds a line break or control character" in report
     assert f"{tmp_path}/latin1-\\xe9.pose\tthe name is not valid UTF-8" in report
-    assert find_poses(tmp_path) == listing.files
 
 
 def _as_another_user(monkeypatch) -> None:
