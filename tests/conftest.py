@@ -145,7 +145,3 @@ def with_body(pose, data: np.ndarray, confidence: np.ndarray):
 
     body = type(pose.body)(pose.body.fps, np.ma.masked_array(data.astype(np.float32)), confidence.astype(np.float32))
     return Pose(pose.header, body)
-
-
-def point_index(header, component: str, point: str) -> int:
-    return header.get_point_index(component, point)
