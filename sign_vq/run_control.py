@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from sign_vq.errors import UserError
+from sign_vq.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,12 @@ class Checkpoints(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         step = trainer.global_step
         stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
-        if stop or step % self.every == 0 or step >= trainer.max_steps:
+        keep = self.keep_every > 0 and step % self.keep_every == 0
+        if stop or keep or step % self.every == 0 or step >= trainer.max_steps:
             trainer.save_checkpoint(self.last, weights_only=False)
-        if self.keep_every and step % self.keep_every == 0 and trainer.is_global_zero:
-            shutil.copyfile(self.last, self.last.with_name(f"step-{step}.ckpt"))
+        if keep and trainer.is_global_zero:
+            with atomic_path(self.last.with_name(f"step-{step}.ckpt")) as copy:
+                shutil.copyfile(self.last, copy)
         if stop and not trainer.should_stop:
             if trainer.is_global_zero:
                 log.warning("stop signal received: saved %s at step %d, stopping", self.last, step)

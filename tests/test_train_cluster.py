@@ -274,3 +274,14 @@ def test_a_last_checkpoint_carrying_code_is_refused_on_resume_and_never_runs(dat
                  "--stats", str(dataset["stats"]), "--output", str(output)])
     assert code == 2 and not marker.exists()
     assert f"{last}: refused to load" in caplog.text
+
+
+def test_kept_checkpoints_hold_their_own_step_beside_the_one_rolling_last(dataset, tmp_path):
+    output = tmp_path / "run"
+    config = load_config(write_config(tmp_path / "c.yaml", max_steps=7, checkpoint_every=4, keep_every=3))
+    assert train_in_process(config, dataset["archive"], dataset["stats"], output) == 0
+    names = sorted(p.name for p in (output / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step-3.ckpt", "step-6.ckpt"]
+    for step in (3, 6):
+        assert read_checkpoint(output / "checkpoints" / f"step-{step}.ckpt")["global_step"] == step
+    assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == 7
