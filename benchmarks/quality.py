@@ -4,7 +4,9 @@ The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with lev
 quantizer (its upper bound: the gap is what quantization costs), each trained for the same steps. Every error is a
 ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every whole test pose, from
 :class:`sign_vq.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion error, handshape
-error, nDTW mean joint error) and per body point. Targets (issue 15) are checked at the end.
+error, nDTW mean joint error) and per body point; then per held-out language, and the pose that weighs most in
+each part (its share of the part's error, the part's ratio without it: one glitched recording can carry half of
+it). Targets (issue 15) are checked at the end.
 
     python -m benchmarks.quality [--quick] [--steps N] [--threads N] [--variants 1,2,4,none]
                                  [--held-out gss,psr,tsm] [--data DIR] [--train T.yaml] [--workdir D]
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -27,7 +30,7 @@ from benchmarks import DATA_HELP, corpus
 from sign_vq import skeleton
 from sign_vq.archive import build_archive
 from sign_vq.config import Config, typed, validate
-from sign_vq.evaluation import add_pose, evaluating, reconstructions
+from sign_vq.evaluation import add_pose, evaluating, new_metrics, reconstructions
 from sign_vq.metrics import HANDS, ReconstructionMetrics
 from sign_vq.model import load_model
 from sign_vq.normalize import normalize_shard
@@ -76,14 +79,34 @@ def prepare(data: Path, held_out: set[str], work: Path) -> dict:
 
 
 def evaluate(model_dir: Path, archive: Path) -> dict:
-    """Metrics of the model over every whole pose of ``archive`` (with DTW), and the body's per-point ratios."""
+    """Metrics of the model over every whole pose of ``archive`` (with DTW), the body's per-point ratios, the ratios
+    per language (the folder in a pose's id), and each pose's error and reference sums per part."""
     model = load_model(model_dir)
     zipped = PoseZip(archive)
     metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame, dtw=True)
+    languages: dict[str, ReconstructionMetrics] = {}
+    poses = []
     with evaluating(model):
         for pose in reconstructions(model, zipped, zipped.entries):
             add_pose(metrics, pose)
-    return {**metrics.compute(), "body_points": metrics.point_ratios()[skeleton.PARTS["body"]].tolist()}
+            add_pose(languages.setdefault(pose.entry["id"].split("/")[0], new_metrics(model)), pose)
+            alone = new_metrics(model)
+            add_pose(alone, pose)
+            poses.append({"id": pose.entry["id"], "frames": len(pose.data), "error": alone.part_sums(),
+                          "reference": alone.part_sums("reference")})
+    return {**metrics.compute(), "body_points": metrics.point_ratios()[skeleton.PARTS["body"]].tolist(),
+            "languages": {name: {p: m.compute()[f"ratio_{p}"] for p in PARTS} for name, m in sorted(languages.items())},
+            "poses": poses}
+
+
+def heaviest(poses: list[dict], part: str) -> tuple[dict, float, float]:
+    """The pose with the largest share of ``part``'s error sum, that share, and the part's ratio without the pose."""
+    error = sum(p["error"][part] for p in poses)
+    reference = sum(p["reference"][part] for p in poses)
+    top = max(poses, key=lambda p: p["error"][part])
+    share = top["error"][part] / error if error > 0 else math.nan
+    rest = reference - top["reference"][part]
+    return top, share, (error - top["error"][part]) / rest if rest > 0 else math.nan
 
 
 def variant_config(base: dict, overrides: dict, variant: dict) -> Config:
@@ -126,6 +149,20 @@ def print_tables(results: dict[str, dict]) -> None:
         values = [r[f"ratio_motion_{p}"] for p in PARTS] + [r[f"ratio_handshape_{h}"] for h in HANDS]
         values += [r[f"ratio_dtw_{p}"] for p in PARTS]
         print(_row(labels[name], [f"{v:.2f}" for v in values]))
+    print("\nper held-out language, error / reference\n")
+    print(_row("variant", [f"{lang} {TITLES[p]}" for lang in next(iter(results.values()))["languages"] for p in PARTS]))
+    print(_row("---", ["---"] * len(PARTS) * len(next(iter(results.values()))["languages"])))
+    for name, r in results.items():
+        print(_row(labels[name], [f"{v[p]:.2f}" for v in r["languages"].values() for p in PARTS]))
+    print("\nthe pose that weighs most in each part: its share of the part's error, the part's ratio without it\n")
+    print(_row("variant", [TITLES[p] for p in PARTS]))
+    print(_row("---", ["---"] * len(PARTS)))
+    for name, r in results.items():
+        cells = []
+        for part in PARTS:
+            top, share, without = heaviest(r["poses"], part)
+            cells.append(f"{top['id']} ({top['frames']} frames): {share:.0%}, {without:.2f} without")
+        print(_row(labels[name], cells))
     points = [p.lower().replace("_", " ") for p in skeleton.canonical_header().components[0].points]
     print("\nbody per point, error / reference\n")
     print(_row("variant", points[skeleton.PARTS["body"]]))

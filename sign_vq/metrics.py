@@ -191,6 +191,10 @@ class ReconstructionMetrics:
         accel = [(p[:, 2:] - 2 * p[:, 1:-1] + p[:, :-2]).norm(dim=-1)[seen3].sum() for p in (recon, target)]
         self.jitter += torch.stack([*accel, seen3.sum().double()])
 
+    def part_sums(self, row: str = "error") -> dict[str, float]:
+        """Per part (and ``all``), the accumulated ``row`` sum (one of POINT_ROWS): what one pose adds to a part."""
+        return {name: float(self.points[_ROW[row], points].sum()) for name, points in SCOPES.items()}
+
     def point_ratios(self, row: str = "error") -> np.ndarray:
         """Per point (178,), the ``row`` sum (error, motion or dtw) over the trivial reference's (NaN if unseen)."""
         reference = self.points[_ROW["reference"]]

@@ -244,6 +244,20 @@ def test_dtw_forgives_a_delay_and_scores_the_trivial_reference_as_the_reference(
     assert trivial.compute()["ratio_dtw_face"] == pytest.approx(1.0)
 
 
+def test_part_sums_are_what_a_pose_adds_to_each_part():
+    target = moving_pose()
+    recon = target.clone()
+    recon[..., skeleton.PARTS["left_hand"], 1] += 0.3
+    observed = all_observed()
+    observed[0, :2, skeleton.PARTS["left_hand"]] = False  # 2 of 6 frames of the left hand unseen
+    metrics = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    metrics.update(recon, target, observed)
+    errors, references = metrics.part_sums(), metrics.part_sums("reference")
+    assert errors["left_hand"] == pytest.approx(0.3 * 21 * 4) and errors["all"] == pytest.approx(errors["left_hand"])
+    assert errors["body"] == errors["face"] == 0
+    assert references["body"] == pytest.approx(metrics.compute()["reference_body"] * 8 * T)
+
+
 def test_per_point_ratios():
     target = moving_pose()
     recon = trivial_reference(target, all_observed()).clone()

@@ -13,7 +13,7 @@ from sign_vq.archive import build_archive
 from sign_vq.config import Config, typed, validate
 from sign_vq.errors import UserError
 from sign_vq.inference import reconstruct_array
-from sign_vq.model import PoseFSQAutoencoder, load_model
+from sign_vq.model import INPUT_LIMIT, PoseFSQAutoencoder, load_model
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
 from sign_vq.stats import merge_shards, write_stats
@@ -63,6 +63,36 @@ def test_decode_of_encode_is_forward(num_codebooks):
     assert torch.equal(model.encode(poses, observed), codes) and codes.shape == (2, 10, num_codebooks)
     assert torch.allclose(model.decode(codes), recon, atol=1e-5)
     assert model.bits_per_frame == pytest.approx(num_codebooks * np.log2(1000))
+
+
+def test_a_far_outlier_reaches_the_encoder_only_as_far_as_the_input_limit():
+    """A tracking glitch 1,000 standard deviations off codes like one at the limit: the rest of its window is spared."""
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(torch.zeros(178, 3), torch.full((178, 3), 0.1), **SMALL, quantizer="none").eval()
+    poses, observed = torch.randn(1, 10, 178, 3) * 0.1, torch.ones(1, 10, 178, dtype=torch.bool)
+    at_limit, glitch = poses.clone(), poses.clone()
+    at_limit[0, 4, 170, :2] = INPUT_LIMIT * 0.1
+    glitch[0, 4, 170, :2] = 1000 * 0.1
+    within = poses.clone()
+    within[0, 4, 170, :2] = INPUT_LIMIT * 0.1 * 0.9
+    assert torch.equal(model(glitch, observed)[0], model(at_limit, observed)[0])
+    assert not torch.equal(model(within, observed)[0], model(at_limit, observed)[0])  # below the limit it is seen
+
+
+def test_the_static_channel_starts_as_a_component_code_of_the_training_builds():
+    """Started from the training poses' mean-pose components, the static channel alone sends a new build in their
+    span: whole coefficients exactly, through FSQ's levels."""
+    torch.manual_seed(0)
+    model = PoseFSQAutoencoder(torch.zeros(178, 3), torch.full((178, 3), 0.5), **SMALL, static_dims=2, max_frames=8)
+    torch.nn.init.zeros_(model.head[1].weight), torch.nn.init.zeros_(model.head[1].bias)  # the output: static only
+    axes = torch.linalg.qr(torch.randn(534, 3)).Q.T.reshape(3, 178, 3)
+    directions = axes * torch.tensor([0.3, 0.2, 0.1])[:, None, None]  # each scaled by its spread
+    build = (directions[0] - directions[1] + 0.5 * directions[2])[None, None].expand(1, 8, 178, 3)
+    observed = torch.ones(1, 8, 178, dtype=torch.bool)
+    model.eval()
+    assert torch.allclose(model(build, observed)[0], torch.zeros_like(build))  # before: nothing on the channel
+    model.init_static(directions.numpy())
+    assert torch.allclose(model(build, observed)[0], build, atol=1e-5)
 
 
 def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():

@@ -1,0 +1,22 @@
+"""The breakdown of `benchmarks.quality`: which pose weighs most in a part, and the part without it."""
+
+import math
+
+import pytest
+
+from benchmarks.quality import heaviest
+
+
+def pose(name: str, error: float, reference: float) -> dict:
+    return {"id": name, "frames": 10, "error": {"face": error}, "reference": {"face": reference}}
+
+
+def test_the_heaviest_pose_its_share_and_the_ratio_of_the_rest():
+    poses = [pose("a/long", 6.0, 1.0), pose("b/short", 1.0, 2.0), pose("c/short", 1.0, 2.0)]
+    top, share, without = heaviest(poses, "face")
+    assert top["id"] == "a/long" and share == pytest.approx(6 / 8) and without == pytest.approx(2 / 4)
+
+
+def test_a_single_pose_leaves_no_ratio_and_a_part_without_error_no_share():
+    assert math.isnan(heaviest([pose("a/only", 1.0, 1.0)], "face")[2])
+    assert math.isnan(heaviest([pose("a/x", 0.0, 1.0), pose("b/y", 0.0, 1.0)], "face")[1])
