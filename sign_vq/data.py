@@ -7,7 +7,6 @@ batches an uninterrupted run draws from step N on (:class:`StepSampler`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 from dataclasses import astuple
@@ -203,11 +202,6 @@ class PoseDataModule(L.LightningDataModule):
             log.warning("%s: no validation poses; validating on the first training poses", archive)
             self.val_entries = self.train_entries[:4]
 
-    @functools.cached_property
-    def shapes(self) -> np.ndarray:
-        """How the training signers' mean poses differ (:func:`shape_directions`), read once."""
-        return shape_directions(self.archive, self.train_entries, self.config.seed)
-
     def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
         workers = self.config.num_workers
         return DataLoader(
@@ -232,7 +226,7 @@ class PoseDataModule(L.LightningDataModule):
         )
         length = config.max_steps * config.batch_size * sampler.world_size
         augmentation = config.augment
-        shapes = self.shapes if augmentation.shape else None
+        shapes = shape_directions(self.archive, self.train_entries, config.seed) if augmentation.shape else None
         dataset = RandomCrops(
             self.archive, self.train_entries, config.max_frames, config.seed, length, augmentation, shapes
         )

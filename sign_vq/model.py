@@ -119,23 +119,6 @@ class PoseFSQAutoencoder(nn.Module):
         self.decoder = _transformer(d_model, heads, decoder_layers, ff_mult, dropout)
         self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, FEATURES))
 
-    @torch.no_grad()
-    def init_static(self, directions: np.ndarray) -> None:
-        """Start the static channel as a principal-component code of the training poses' mean poses (``directions``:
-        K x 178 x 3, each scaled by its spread, as :func:`sign_vq.data.shape_directions` gives them): static code
-        dimension j (frame j // static_dims) sends the coefficient of the j-th component (about N(0, 1), which FSQ
-        bounds and rounds), and the decoder adds it back. Training refines both; rows beyond the components keep
-        their start. Measured in `make bench-quality`: the body of unseen signers 1.08 -> 1.00x at 10 bits."""
-        if not self.static_dims or not len(directions):
-            return
-        standardized = (torch.as_tensor(directions, dtype=torch.float32) / self.std).flatten(1)  # model units
-        _, spread, axes = torch.linalg.svd(standardized, full_matrices=False)
-        count = min(len(axes), self.static_in.shape[0] * self.static_dims)
-        keep = spread[:count] > spread[0] * 1e-6  # components the poses actually span
-        count = int(keep.sum())
-        self.static_in.view(-1, FEATURES)[:count] = axes[:count] / spread[:count, None]
-        self.static_out.view(-1, FEATURES)[:count] = axes[:count] * spread[:count, None]
-
     def part_scales(self) -> torch.Tensor:
         """Per part, the root mean dataset variance of its x/y values: the unit of the relative loss (4,)."""
         variance = self.std[:, :2].square()

@@ -217,8 +217,6 @@ def train(config: Config, archive: Path, stats_path: Path, output: Path) -> int:
         start_run(output, identity)
     L.seed_everything(train_config.seed, workers=True, verbose=False)
     module = PoseVQModule(train_config, stats.mean, stats.std)
-    if resume is None and train_config.model.static_dims:
-        module.model.init_static(data.shapes)
     loggers: list[Logger] = [CSVLogger(str(output), name="logs")]
     wandb_logger = _wandb_logger(train_config.wandb, output) if rank_zero else None
     if wandb_logger is not None:

@@ -79,22 +79,6 @@ def test_a_far_outlier_reaches_the_encoder_only_as_far_as_the_input_limit():
     assert not torch.equal(model(within, observed)[0], model(at_limit, observed)[0])  # below the limit it is seen
 
 
-def test_the_static_channel_starts_as_a_component_code_of_the_training_builds():
-    """Started from the training poses' mean-pose components, the static channel alone sends a new build in their
-    span: whole coefficients exactly, through FSQ's levels."""
-    torch.manual_seed(0)
-    model = PoseFSQAutoencoder(torch.zeros(178, 3), torch.full((178, 3), 0.5), **SMALL, static_dims=2, max_frames=8)
-    torch.nn.init.zeros_(model.head[1].weight), torch.nn.init.zeros_(model.head[1].bias)  # the output: static only
-    axes = torch.linalg.qr(torch.randn(534, 3)).Q.T.reshape(3, 178, 3)
-    directions = axes * torch.tensor([0.3, 0.2, 0.1])[:, None, None]  # each scaled by its spread
-    build = (directions[0] - directions[1] + 0.5 * directions[2])[None, None].expand(1, 8, 178, 3)
-    observed = torch.ones(1, 8, 178, dtype=torch.bool)
-    model.eval()
-    assert torch.allclose(model(build, observed)[0], torch.zeros_like(build))  # before: nothing on the channel
-    model.init_static(directions.numpy())
-    assert torch.allclose(model(build, observed)[0], build, atol=1e-5)
-
-
 def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
     torch.manual_seed(0)
     model = PoseFSQAutoencoder(**SMALL, quantizer="none", num_codebooks=2).eval()
