@@ -23,9 +23,9 @@ from sign_vq.errors import UserError
 
 QUANTIZERS = ("fsq", "none")
 STD_FLOOR = 0.01  # shoulder widths: keeps near-constant coordinates (MediaPipe z) from being blown up
-# Standard deviations: the encoder sees a value at most this far from the dataset mean. Training values reach it once
-# in ~6,000 (real corpus); a tracking glitch far beyond it (a hand 5 shoulder widths off) would otherwise swamp the
-# whole window's codes and spoil every part of it.
+# Standard deviations: the encoder sees a value at most this far from the dataset mean. 1 in ~6,000 values of the
+# quality benchmark's training poses lies beyond it; a tracking glitch far beyond it (a hand 5 shoulder widths off)
+# would otherwise swamp the whole window's codes and spoil every part of it.
 INPUT_LIMIT = 5.0
 FEATURES = skeleton.NUM_POINTS * skeleton.DIMS
 
