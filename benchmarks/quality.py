@@ -84,29 +84,38 @@ def evaluate(model_dir: Path, archive: Path) -> dict:
     model = load_model(model_dir)
     zipped = PoseZip(archive)
     metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame, dtw=True)
-    languages: dict[str, ReconstructionMetrics] = {}
     poses = []
     with evaluating(model):
         for pose in reconstructions(model, zipped, zipped.entries):
             add_pose(metrics, pose)
-            add_pose(languages.setdefault(pose.entry["id"].split("/")[0], new_metrics(model)), pose)
             alone = new_metrics(model)
             add_pose(alone, pose)
             poses.append({"id": pose.entry["id"], "frames": len(pose.data), "error": alone.part_sums(),
                           "reference": alone.part_sums("reference")})
+    languages: dict[str, list[dict]] = {}
+    for pose in poses:
+        languages.setdefault(pose["id"].split("/")[0], []).append(pose)
     return {**metrics.compute(), "body_points": metrics.point_ratios()[skeleton.PARTS["body"]].tolist(),
-            "languages": {name: {p: m.compute()[f"ratio_{p}"] for p in PARTS} for name, m in sorted(languages.items())},
+            "languages": {name: {p: part_ratio(group, p) for p in PARTS} for name, group in sorted(languages.items())},
             "poses": poses}
+
+
+def _sums(poses: list[dict], part: str) -> tuple[float, float]:
+    return sum(p["error"][part] for p in poses), sum(p["reference"][part] for p in poses)
+
+
+def part_ratio(poses: list[dict], part: str) -> float:
+    """``part``'s error over its reference, summed over ``poses`` (NaN where the part was never seen)."""
+    error, reference = _sums(poses, part)
+    return error / reference if reference > 0 else math.nan
 
 
 def heaviest(poses: list[dict], part: str) -> tuple[dict, float, float]:
     """The pose with the largest share of ``part``'s error sum, that share, and the part's ratio without the pose."""
-    error = sum(p["error"][part] for p in poses)
-    reference = sum(p["reference"][part] for p in poses)
+    error, _ = _sums(poses, part)
     top = max(poses, key=lambda p: p["error"][part])
     share = top["error"][part] / error if error > 0 else math.nan
-    rest = reference - top["reference"][part]
-    return top, share, (error - top["error"][part]) / rest if rest > 0 else math.nan
+    return top, share, part_ratio([p for p in poses if p is not top], part)
 
 
 def variant_config(base: dict, overrides: dict, variant: dict) -> Config:
@@ -150,8 +159,9 @@ def print_tables(results: dict[str, dict]) -> None:
         values += [r[f"ratio_dtw_{p}"] for p in PARTS]
         print(_row(labels[name], [f"{v:.2f}" for v in values]))
     print("\nper held-out language, error / reference\n")
-    print(_row("variant", [f"{lang} {TITLES[p]}" for lang in next(iter(results.values()))["languages"] for p in PARTS]))
-    print(_row("---", ["---"] * len(PARTS) * len(next(iter(results.values()))["languages"])))
+    languages = next(iter(results.values()))["languages"]
+    print(_row("variant", [f"{lang} {TITLES[p]}" for lang in languages for p in PARTS]))
+    print(_row("---", ["---"] * len(PARTS) * len(languages)))
     for name, r in results.items():
         print(_row(labels[name], [f"{v[p]:.2f}" for v in r["languages"].values() for p in PARTS]))
     print("\nthe pose that weighs most in each part: its share of the part's error, the part's ratio without it\n")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.quality import heaviest
+from benchmarks.quality import heaviest, part_ratio
 
 
 def pose(name: str, error: float, reference: float) -> dict:
@@ -20,3 +20,8 @@ def test_the_heaviest_pose_its_share_and_the_ratio_of_the_rest():
 def test_a_single_pose_leaves_no_ratio_and_a_part_without_error_no_share():
     assert math.isnan(heaviest([pose("a/only", 1.0, 1.0)], "face")[2])
     assert math.isnan(heaviest([pose("a/x", 0.0, 1.0), pose("b/y", 0.0, 1.0)], "face")[1])
+
+
+def test_a_parts_ratio_sums_error_and_reference_over_poses_first():
+    poses = [pose("a/x", 6.0, 1.0), pose("a/y", 2.0, 3.0)]
+    assert part_ratio(poses, "face") == pytest.approx(8 / 4) and math.isnan(part_ratio([pose("a/z", 0.0, 0.0)], "face"))
