@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins import TorchCheckpointIO
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
@@ -166,6 +166,8 @@ def _trainer(train_config: TrainConfig, callbacks: list[Callback], loggers: list
         accelerator=train_config.accelerator,
         devices=train_config.devices,
         num_nodes=train_config.num_nodes,
+        # torchrun asked for a process group: DDP even for one process (Lightning would pick a single device)
+        strategy="ddp" if TorchElasticEnvironment.detect() else "auto",
         precision=train_config.precision,
         callbacks=callbacks,
         logger=loggers,
