@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import jsonschema
 import yaml
@@ -25,10 +25,83 @@ import yaml
 from sign_vq.errors import UserError
 
 
+MAX_YAML_NODES = 100_000  # values a YAML document may expand to (a config holds a few hundred)
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a mapping's duplicate keys (instead of keeping the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = None if key_node.tag == MERGE_TAG else self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable) or key is None:  # `<<: *base` merges; super() refuses lists
+                continue
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise UserError(
+                    f"{self.name}: duplicate config key {key!r} at lines {lines[key]} and {line}; keep only one"
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """How many values ``node`` becomes once its aliases are expanded (``sizes``: memo by node; a recursive alias
+    counts as too many)."""
+    if isinstance(node, yaml.ScalarNode):
+        return 1
+    if id(node) in sizes:
+        return sizes[id(node)] if sizes[id(node)] is not None else MAX_YAML_NODES + 1
+    sizes[id(node)] = None  # in progress: meeting it again means the node contains itself
+    children = [part for item in node.value for part in (item if isinstance(item, tuple) else (item,))]
+    sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` safely (``source`` names it in errors): duplicate keys and aliases that would expand past
+    :data:`MAX_YAML_NODES` values (an alias bomb) are refused before the document is built."""
+    loader = _StrictLoader(text)
+    loader.name = source
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise UserError(
+                f"{source}: YAML aliases (*name) expand to more than {MAX_YAML_NODES} values; "
+                "write the values out instead of nesting aliases"
+            )
+        return None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise UserError(f"{source}: not valid YAML ({error})") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML file ``path`` parsed with :func:`load_yaml`; unreadable or non-UTF-8 files are a UserError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the config ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); expected a YAML config") from None
+    return load_yaml(text, str(path))
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Parse each existing config file with :func:`read_yaml` (the workflow calls this before Snakemake reads them,
+    which would expand an alias bomb)."""
+    for path in paths:
+        if Path(path).is_file():
+            read_yaml(path)
+
+
 @functools.cache
 def schema() -> dict:
     """The configuration schema shipped with the package."""
-    return yaml.safe_load(resources.files("sign_vq").joinpath("config.schema.yaml").read_text())
+    return load_yaml(resources.files("sign_vq").joinpath("config.schema.yaml").read_text(), "config.schema.yaml")
 
 
 def _subschema(path: list) -> dict:
@@ -272,12 +345,4 @@ def load_config(path: str | Path | None) -> Config:
     """Read a YAML config (None = all defaults), validate it and return it typed."""
     if path is None:
         return typed(Config, validate({}, "defaults"))
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the config ({error.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML ({error})") from None
-    return typed(Config, validate(data, str(path)))
+    return typed(Config, validate(read_yaml(path), str(path)))

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from sign_vq.config import Config, as_dict, schema, train_config, typed, validate
+from sign_vq.config import (
+    MAX_YAML_NODES, Config, as_dict, load_config, read_yaml, schema, train_config, typed, validate,
+)
 from sign_vq.errors import UserError
 
 from conftest import REPO
@@ -136,3 +141,71 @@ def test_the_typed_config_holds_every_key_of_the_schema_and_gives_it_back():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train.lr = 1.0  # type: ignore[misc]
     assert train_config({"lr": 0.002}).lr == 0.002 and train_config().lr == shipped["train"]["lr"]
+
+
+# --- the YAML files themselves: alias bombs, duplicate keys, binary files (issue 21: 3, 10, 11) ---------------------
+
+
+def alias_bomb(path: Path, mapping: bool, width: int = 9, depth: int = 6) -> Path:
+    """A ~0.5 KB YAML file whose nested aliases expand to width**depth values (531,441 by default) under `train`."""
+    def value(child: str) -> str:
+        keys = "abcdefghijklmnop"[:width]
+        return "{" + ", ".join(f"{k}: {child}" for k in keys) + "}" if mapping else f"[{', '.join([child] * width)}]"
+
+    lines = [f"a0: &a0 {value('lol')}"] + [f"a{i}: &a{i} {value(f'*a{i - 1}')}" for i in range(1, depth)]
+    path.write_text("\n".join([*lines, f"train: *a{depth - 1}", ""]))
+    return path
+
+
+def load_refused(path: Path) -> str:
+    with pytest.raises(UserError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    return message
+
+
+@pytest.mark.parametrize("mapping", [False, True], ids=["lists", "mappings"])
+def test_an_alias_bomb_is_refused_before_it_is_built(tmp_path, mapping):
+    message = load_refused(alias_bomb(tmp_path / "bomb.yaml", mapping))
+    assert f"expand to more than {MAX_YAML_NODES} values" in message
+
+
+def test_anchors_aliases_and_merge_keys_within_the_bound_are_read(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("levels: &levels [8, 5, 5, 5]\ntrain:\n  model: &m {levels: *levels}\nrender:\n  <<: {gif: true}\n")
+    assert read_yaml(path) == {"levels": [8, 5, 5, 5], "train": {"model": {"levels": [8, 5, 5, 5]}},
+                               "render": {"gif": True}}
+    recursive = tmp_path / "recursive.yaml"
+    recursive.write_text("train: &t [*t]\n")
+    assert "aliases" in load_refused(recursive)
+
+
+def test_a_duplicate_key_is_refused_naming_it_and_both_lines(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  max_steps: 300\n  lr: 0.001\n  max_steps: 5\n")
+    assert load_refused(path) == f"{path}: duplicate config key 'max_steps' at lines 2 and 4; keep only one"
+
+
+def test_a_binary_config_file_is_one_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    assert "not a text file" in load_refused(path)
+
+
+def test_the_workflow_refuses_a_bomb_or_a_duplicate_key_in_its_config_files(tmp_path):
+    """Snakemake expands `configfile:` and the config checks walk the expansion: workflow/Snakefile checks first."""
+    (tmp_path / "default" / "config").mkdir(parents=True)
+    (tmp_path / "default" / "config" / "config.yaml").write_text("results: a\nresults: b\n")
+    (tmp_path / "given").mkdir()
+    bomb = alias_bomb(tmp_path / "bomb.yaml", mapping=False)
+    for workdir, extra, expected in (
+        ("default", (), "config/config.yaml: duplicate config key 'results' at lines 1 and 2"),
+        ("given", ("--configfile", str(bomb)), f"{bomb}: YAML aliases (*name) expand to more than"),
+    ):
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "workflow" / "Snakefile"),
+             "--dry-run", "--cores", "1", *extra],
+            cwd=tmp_path / workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        )
+        assert result.returncode != 0 and expected in result.stdout, result.stdout[-2000:]
