@@ -42,5 +42,9 @@ bench-quality-bounds: setup
 bench-scale: setup  # SCALE_ARGS="--sizes 10000,100000" for a shorter run
 	$(BIN)/python -m benchmarks.bench_scale $(SCALE_ARGS)
 
+.PHONY: bench-gpu
+bench-gpu: setup  # the GPU check (docs/gpu.md); GPU_ARGS="--device cpu --quick" for the 1-minute CPU variant
+	$(BIN)/python -m benchmarks.gpu --output results/gpu.json $(GPU_ARGS)
+
 clean:
 	rm -rf results .snakemake

@@ -140,10 +140,12 @@ def prepare(work: Path, data: Path, device: str, quick: bool) -> Setup:
     return Setup(device, quick, plan, work, poses, archive, shard, stats)
 
 
-def config_for(setup: Setup, overrides: dict, precision: str | None = None) -> TrainConfig:
-    """The train config of a benchmark run: ``overrides`` on the defaults, on the benchmark's device."""
-    steps = overrides.get("max_steps", 300)
-    values = {**QUIET, "val_every": steps, "num_workers": setup.plan.workers, **overrides}
+def config_for(setup: Setup, overrides: dict, precision: str | None = None, validate: bool = False) -> TrainConfig:
+    """The train config of a benchmark run: ``overrides`` on the defaults, on the benchmark's device; with
+    ``validate``, one validation at the last step (else none: validation beyond max_steps never comes)."""
+    values = {**QUIET, "num_workers": setup.plan.workers, **overrides}
+    if validate:
+        values["val_every"] = values.get("max_steps", 300)
     values["precision"] = precision or default_precision(setup.device)
     values["accelerator"] = "cuda" if setup.device == "cuda" else "cpu"
     return train_config(values)
@@ -172,6 +174,7 @@ class StepTimer(Callback):
         self.first_step_s = math.nan
         self.profiler: torch.profiler.profile | None = None
         self.busy_s = math.nan
+        self.busy_error: str | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: dict, batch_idx: int) -> None:
         now = time.perf_counter()
@@ -181,17 +184,28 @@ class StepTimer(Callback):
             self._start = now
         self.frames.append((~batch["padding"]).sum())
         if len(self.ends) == self.skip and module.device.type == "cuda":
-            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
-            self.profiler.__enter__()
+            self._profile(start=True)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self.ends.append(time.perf_counter())
         if len(self.ends) == 1:
             self.first_step_s = self.ends[0] - self._start
-        if self.profiler is not None and trainer.global_step >= trainer.max_steps:  # before the final validation
-            torch.cuda.synchronize()
-            self.profiler.__exit__(None, None, None)
-            self.busy_s = kernel_seconds(self.profiler)
+        if self.profiler is not None and trainer.global_step >= trainer.max_steps:
+            self._profile(start=False)
+
+    def _profile(self, start: bool) -> None:
+        """Start or stop the kernel trace; a profiler that fails leaves the busy fraction unknown, nothing else."""
+        try:
+            if start:
+                self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                self.profiler.__enter__()
+            else:
+                torch.cuda.synchronize()
+                self.profiler.__exit__(None, None, None)
+                self.busy_s = kernel_seconds(self.profiler)
+        except Exception as error:
+            self.busy_error = one_line(error)
+        if not start:
             self.profiler = None
 
     def figures(self) -> dict:
@@ -202,7 +216,7 @@ class StepTimer(Callback):
             "steps_per_s": steps / window,
             "real_frames_per_s": frames / window,
             "data_wait_share": sum(self.waits[self.skip - 1 :]) / window,
-            "gpu_busy": self.busy_s / window if math.isfinite(self.busy_s) else None,
+            "gpu_busy": self.busy_s / window if math.isfinite(self.busy_s) else self.busy_error,
             "first_step_s": self.first_step_s,
             "measured_steps": steps,
         }
@@ -212,6 +226,8 @@ def kernel_seconds(profiler: torch.profiler.profile) -> float:
     """Seconds in which at least one kernel (or copy) ran on the GPU: the union of the profiled device intervals."""
     device = torch.autograd.DeviceType.CUDA
     spans = sorted((e.time_range.start, e.time_range.end) for e in profiler.events() if e.device_type == device)
+    if not spans:
+        raise RuntimeError("the profiler saw no GPU activity")
     busy, reach = 0.0, -math.inf
     for start, end in spans:
         if end > reach:
@@ -232,7 +248,7 @@ class Fit:
 
 def fit(setup: Setup, config: TrainConfig, prepare_module: Callable[[PoseVQModule], None] | None = None) -> Fit:
     """Train in this process with the trainer `sign-vq train` builds (plus its per-step finiteness check) and time
-    it; ``prepare_module`` may change the module first (e.g. compile its model). Ends with one validation."""
+    it; ``prepare_module`` may change the module first (e.g. compile its model)."""
     L.seed_everything(config.seed, workers=True, verbose=False)
     stats = merge_shards([setup.shard])
     module = PoseVQModule(config, stats.mean, stats.std)
@@ -246,8 +262,11 @@ def fit(setup: Setup, config: TrainConfig, prepare_module: Callable[[PoseVQModul
     trainer.fit(module, datamodule=data)
     figures = timer.figures()
     figures["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30 if setup.device == "cuda" else None
-    figures["val_loss"] = float(trainer.callback_metrics["val/loss"])
-    figures["codebook_utilization"] = float(trainer.callback_metrics["val/codebook_utilization"])
+    metrics = trainer.callback_metrics
+    figures["last_train_loss"] = float(metrics["train/loss"])
+    if "val/loss" in metrics:
+        figures["val_loss"] = float(metrics["val/loss"])
+        figures["codebook_utilization"] = float(metrics["val/codebook_utilization"])
     return Fit(module, trainer, data, figures)
 
 
@@ -283,7 +302,7 @@ def section_precision(setup: Setup) -> dict:
     """bf16-mixed against float32 after the same steps (same seed, same batches)."""
     figures = {}
     for precision in ("32-true", "bf16-mixed"):
-        run = fit(setup, config_for(setup, setup.plan.precision, precision))
+        run = fit(setup, config_for(setup, setup.plan.precision, precision, validate=True))
         figures[precision] = {**pick(run.figures, "steps_per_s", "val_loss", "codebook_utilization"),
                               "codes_in_range": codes_in_range(run, setup.device)}
         if precision == "32-true":
@@ -410,7 +429,7 @@ def section_compile(setup: Setup) -> dict:
         "compiled_steps_per_s": compiled_figures["steps_per_s"],
         "speedup": compiled_figures["steps_per_s"] / eager["steps_per_s"],
         "first_step_s": compiled_figures["first_step_s"],
-        "loss_ratio_compiled_to_eager": compiled_figures["val_loss"] / eager["val_loss"],
+        "last_loss_ratio_compiled_to_eager": compiled_figures["last_train_loss"] / eager["last_train_loss"],
     }
 
 
@@ -425,9 +444,10 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
-def run_sections(setup: Setup, names: tuple[str, ...], started: float) -> dict:
-    """Each section's figures, or its own ``failed: ...`` / ``skipped: ...`` status; never raises."""
-    results = {}
+def run_sections(setup: Setup, names: tuple[str, ...], started: float, done: Callable[[dict], None]) -> dict:
+    """Each section's figures, or its own ``failed: ...`` / ``skipped: ...`` status; never raises. ``done`` gets
+    the results so far after each section (a run stopped from outside keeps what it measured)."""
+    results: dict = {}
     for name in names:
         spent = time.perf_counter() - started
         if spent > setup.plan.budget_s:
@@ -441,6 +461,7 @@ def run_sections(setup: Setup, names: tuple[str, ...], started: float) -> dict:
             results[name] = {"status": f"failed: {one_line(error)}"}
         results[name]["seconds"] = time.perf_counter() - start
         print(f"[{name}: {results[name]['status']}, {results[name]['seconds']:.1f} s]", file=sys.stderr, flush=True)
+        done(results)
     return results
 
 
@@ -504,20 +525,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     _quiet_third_parties()
+    note = (f"GPU figures: measured on {torch.cuda.get_device_name()}" if args.device == "cuda"
+            else "GPU figures: missing (ran on the CPU: no CUDA device was used)")
+    report = {"note": note, "machine": machine(args.device), "quick": args.quick, "sections": {}}
+
+    def save(sections: dict) -> None:
+        report.update(sections=sections, wall_s=time.perf_counter() - started)
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(report, indent=2))
+
     with tempfile.TemporaryDirectory(prefix="sign-vq-gpu-") as tmp:
         setup = prepare(Path(tmp), args.data, args.device, args.quick)
-        prepared = time.perf_counter() - started
+        report["prepare_s"] = time.perf_counter() - started
         names = tuple(name for name in SECTIONS if name in args.sections.split(","))
-        sections = run_sections(setup, names, started)
-    report = {"machine": machine(args.device), "quick": args.quick, "prepare_s": prepared, "sections": sections,
-              "wall_s": time.perf_counter() - started}
-    note = ("GPU figures: measured on " + report["machine"]["gpu"] if args.device == "cuda"
-            else "GPU figures: missing (ran on the CPU: no CUDA device was used)")
-    report["note"] = note
+        save(run_sections(setup, names, started, save))
     print(f"\n{note}\n{json.dumps(report['machine'])}\n{table(report)}\nwall time {report['wall_s']:.1f} s")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2))
     return 0
 
 
