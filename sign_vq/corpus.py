@@ -13,6 +13,7 @@ frame 0, then those of frame 1 ...), separated by single spaces: text tokens a l
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from sign_vq import preprocess
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open
+from sign_vq.fileio import atomic_open, read_regular
 from sign_vq.posezip import PoseZip
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _npy_reader(path: Path, fps: float | None) -> Callable[[], tuple[np.ndarray,
         if fps is None:
             raise UserError(f"{path}: a .npy codes file carries no frame rate; pass --fps")
         try:
-            return np.load(path, allow_pickle=False), fps
+            return np.load(io.BytesIO(read_regular(path)), allow_pickle=False), fps
         except (ValueError, OSError, EOFError) as error:
             raise UserError(f"{path}: not a .npy codes file ({type(error).__name__}: {error})") from None
 

@@ -8,10 +8,12 @@ time get normal modes too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -55,6 +57,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _require_regular(mode: int, path: str | os.PathLike) -> None:
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)", os.fspath(path))
+
+
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of the regular file ``path``. A FIFO, device or socket is an OSError and never blocks: it is refused
+    by ``stat`` before opening, and the file is opened non-blocking and checked again (a swap in between)."""
+    _require_regular(os.stat(path).st_mode, path)
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        _require_regular(os.fstat(handle.fileno()).st_mode, path)
+        return handle.read()
 
 
 def write_json(path: str | os.PathLike, value: Any, indent: int | None = 1) -> None:

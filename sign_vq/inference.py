@@ -37,7 +37,7 @@ from pose_format import Pose
 
 from sign_vq import corpus, preprocess, skeleton
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open
+from sign_vq.fileio import atomic_open, read_regular
 from sign_vq.model import PoseFSQAutoencoder, load_on
 
 STAGES = ("encode", "decode", "reconstruct", "repair")
@@ -285,7 +285,7 @@ class Reduced:
 def read_reduced(path: Path) -> Reduced:
     """The input's 178 canonical points as stored in the file (no wrist correction, no normalization)."""
     try:
-        buffer = Path(path).read_bytes()
+        buffer = read_regular(path)
     except OSError as error:
         raise UserError(f"{path}: cannot read ({error.strerror}); expected a readable .pose file") from None
     header, fps, raw, confidence = preprocess.read_raw(buffer, str(path))

@@ -27,6 +27,7 @@ from pose_format.utils.reader import BufferReader
 
 from sign_vq import skeleton
 from sign_vq.errors import BadPoseError
+from sign_vq.fileio import read_regular
 
 DEFAULT_OUTLIER_LIMIT = 5.0  # shoulder widths from the shoulder centre
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # normalized values beyond it are outliers: never stored as inf
@@ -332,7 +333,7 @@ def preprocess_file(path: str | Path, **options) -> NormalizedPose:
     """Read ``path`` and run :func:`preprocess_bytes` on it; every error names the file."""
     path = Path(path)
     try:
-        buffer = path.read_bytes()
+        buffer = read_regular(path)
     except OSError as error:
         raise BadPoseError(f"{path}: cannot read ({error.strerror}); expected a readable .pose file") from None
     return preprocess_bytes(buffer, str(path), **options)

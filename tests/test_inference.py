@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,22 @@ def test_missing_cuda_device_is_a_user_error(tmp_path):
     assert main(["encode", "--model", str(checkpoint), "--device", "cuda", "--output", str(tmp_path), str(LONG)]) == 2
     with pytest.raises(UserError, match="--device nonsense"):
         load_on(checkpoint, "nonsense")
+
+
+def test_encode_and_decode_of_a_folder_skip_a_fifo_and_report_it(tmp_path):
+    """A FIFO named like an input blocks whoever opens it: reported and skipped, the rest written (run as commands,
+    bounded, so a hang fails)."""
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt")
+    poses, codes, decoded = tmp_path / "poses", tmp_path / "codes", tmp_path / "decoded"
+    poses.mkdir()
+    codes.mkdir()
+    (poses / "essen.pose").symlink_to(LONG)
+    os.mkfifo(poses / "fifo.pose")
+    os.mkfifo(codes / "fifo.npy")  # beside the codes encode writes
+    for stage, source, output, suffix, extra in (("encode", poses, codes, ".npy", []),
+                                                 ("decode", codes, decoded, ".pose", ["--fps", "25"])):
+        command = [sys.executable, "-m", "sign_vq.cli", stage, "--model", str(checkpoint), *extra,
+                   "--output", str(output), str(source)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and "not a regular file" in result.stderr, result.stderr[-2000:]
+        assert [p.name for p in output.iterdir() if p.is_file()] == [f"essen{suffix}"]

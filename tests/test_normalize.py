@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -368,3 +371,17 @@ def test_hostile_values_never_reach_a_shard_or_the_statistics(data_dir, tmp_path
     assert main(["stats", "--output", str(stats), str(shard)]) == 0
     payload = json.loads(stats.read_text())
     assert all(np.isfinite(np.array(payload[key], dtype=float)).all() for key in ("mean", "std"))
+
+
+def test_a_fifo_named_pose_is_skipped_and_reported_never_opened(tmp_path, some_good):
+    """A FIFO blocks whoever opens it: normalize must never open one (run as a command, bounded, so a hang fails)."""
+    fifo = tmp_path / "fifo.pose"
+    os.mkfifo(fifo)
+    shard = tmp_path / "s.zip"
+    command = [sys.executable, "-m", "sign_vq.cli", "normalize", "--output", str(shard), str(some_good[0]), str(fifo)]
+    assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0
+    assert report_of(shard)["bad_files"] == [
+        {"file": str(fifo), "reason": f"{fifo}: cannot read (not a regular file (a FIFO, device, socket or folder)); "
+                                      "expected a readable .pose file"}
+    ]
+    assert len(PoseZip(shard)) == 1
