@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,6 +21,7 @@ from sign_vq import preprocess
 from sign_vq.errors import BadPoseError, UserError
 from sign_vq.fileio import write_json
 from sign_vq.posezip import PoseZipWriter
+from sign_vq.shards import read_list
 from sign_vq.stats import PointStats
 
 REPORT = ".report.json"  # beside a written shard: counts and every skipped file with its reason
@@ -28,12 +30,13 @@ log = logging.getLogger(__name__)
 
 
 def pose_id(path: Path, root: Path | None) -> str:
-    """The pose's id: its path relative to ``root`` without `.pose` (stable across machines)."""
+    """The pose's id: its path relative to ``root`` without `.pose` (stable across machines). A path outside
+    ``root`` (compared as written, `..` resolved, symlinks not followed) is a bad file: a list names it by mistake."""
     if root is not None:
         try:
-            path = path.resolve().relative_to(root.resolve())
+            path = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
         except ValueError:
-            pass
+            raise BadPoseError(f"{path}: outside the input folder {root}; list only files under --root") from None
     return path.with_suffix("").as_posix().lstrip("/")
 
 
@@ -42,30 +45,14 @@ def report_path(shard: Path, suffix: str) -> Path:
     return shard.with_name(shard.name + suffix)
 
 
-def read_file_list(path: Path) -> list[Path]:
-    """Paths listed one per line (blank lines and `#` comments ignored), relative to the list's folder."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the file list ({error.strerror})") from None
-    files = [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
-    return [f if f.is_absolute() else path.parent / f for f in files]
-
-
 MEMORY_BASE_MB = 500  # the interpreter, numpy, pose-format and a shard's index rows
 MEMORY_PER_INPUT = 2.2  # peak bytes per byte of the largest file, read whole (measured 2.0 on a 185 MB file)
 
 
-def memory_mb(files: list[Path], attempt: int = 1) -> int:
-    """The memory (MB, for Slurm's ``mem_mb``) to normalize ``files``: each file is read whole, so the peak follows
-    the largest one; times the Snakemake ``attempt``. Files that cannot be stat'ed are skipped (normalize reports
-    them)."""
-    largest = 0
-    for path in files:
-        try:
-            largest = max(largest, path.stat().st_size)
-        except OSError:
-            continue
+def memory_mb(sizes: Iterable[int | None], attempt: int = 1) -> int:
+    """The memory (MB, for Slurm's ``mem_mb``) to normalize files of ``sizes`` (bytes; None where unknown): each file
+    is read whole, so the peak follows the largest one; times the Snakemake ``attempt``."""
+    largest = max((size for size in sizes if size is not None), default=0)
     return math.ceil((MEMORY_BASE_MB + MEMORY_PER_INPUT * largest / 2**20) * attempt)
 
 
@@ -85,13 +72,14 @@ def normalize_shard(
     with PoseZipWriter(output) as writer:
         for path in tqdm(files, desc=f"normalize {output.name}", unit="file", disable=None):
             try:
+                name = pose_id(path, root)
                 pose = preprocess.preprocess_file(path, outlier_limit=outlier_limit, fix_wrists=fix_wrists)
             except BadPoseError as error:
                 log.warning("skipped: %s", error)
                 bad.append({"file": str(path), "reason": str(error)})
                 continue
             stats.add_values(pose.data, pose.mask)
-            writer.add(pose_id(path, root), pose.data, pose.mask, pose.info())
+            writer.add(name, pose.data, pose.mask, pose.info())
             frames += pose.frames
             outliers += pose.outliers
         report = {
@@ -157,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    files = read_file_list(args.files_from) if args.files_from else args.inputs
+    files = read_list(args.files_from) if args.files_from else args.inputs
     normalize_shard(
         files,
         args.output,

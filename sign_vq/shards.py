@@ -2,8 +2,11 @@
 
 A file's shard depends only on its key (its name relative to the bucket prefix or the local folder), through a
 stable hash, so adding or removing one file changes exactly one list. Lists hold one path per line, relative to
-the list's folder (`read_list` reads them), sorted, and are written only when their text changes, so an unchanged
-list keeps its mtime and Snakemake does not rerun its shard.
+the list's folder, followed by the file's fingerprint (`size<TAB>mtime_ns` locally, `size<TAB>crc32c<TAB>generation`
+from a bucket), so a shard's list is its manifest: its text changes exactly when one of its files is added, removed
+or rewritten (`list_entries` and `read_list` read it; a list written by hand may hold bare paths). Lists are sorted
+and written only when their text changes, so an unchanged list keeps its mtime and Snakemake does not rerun its
+shard.
 
 `scan_poses` lists a local folder and skips, with the reason, what cannot be a pose file or a line of a list
 (symlink loops, folders named `x.pose`, unreadable files, names with line breaks or bytes that are not UTF-8).
@@ -12,6 +15,7 @@ list keeps its mtime and Snakemake does not rerun its shard.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -34,10 +38,30 @@ LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 @dataclass
 class Listing:
-    """The pose files found under a folder and what was skipped there: (path, reason) pairs."""
+    """The pose files found under a folder (paths as text, with their sizes and mtimes in nanoseconds) and what was
+    skipped there: (path, reason) pairs."""
 
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, path: str, size: int, mtime_ns: int) -> None:
+        self.files.append(path)
+        self.sizes.append(size)
+        self.mtimes.append(mtime_ns)
+
+    def sort(self) -> None:
+        """Files (with their sizes and mtimes) and skipped entries in path order."""
+        order = sorted(range(len(self.files)), key=self.files.__getitem__)
+        self.files = [self.files[i] for i in order]
+        self.sizes = [self.sizes[i] for i in order]
+        self.mtimes = [self.mtimes[i] for i in order]
+        self.skipped.sort()
+
+    def fingerprints(self) -> list[str]:
+        """Each file's `size<TAB>mtime_ns`: its list line changes when the file is rewritten."""
+        return [f"{size}\t{mtime}" for size, mtime in zip(self.sizes, self.mtimes)]
 
     def report(self) -> str:
         """The skipped files as TSV (`path<TAB>reason`, names escaped with `printable`), header first."""
@@ -104,39 +128,104 @@ def _relative_paths(files: Iterable[Path], start: Path) -> list[str]:
 
 
 def shard_texts(
-    files: list[Path],
+    files: list[Path] | list[str],
     lists_dir: Path,
     num_shards: int,
     key: Callable[[Path], str] | None = None,
+    fingerprints: list[str] | None = None,
 ) -> list[str]:
     """The text of each of the ``num_shards`` lists for ``files`` (paths relative to ``lists_dir``, sorted).
 
     ``key(path)`` gives the name hashed to pick the shard (default: the path as given, posix style); pass
-    ``relative_key(root)`` to shard by the path relative to a folder. Names that cannot be a line are left out
-    (logged); `scan_poses` reports them with the reason.
+    ``relative_key(root)`` to shard by the path relative to a folder. ``fingerprints`` (one per file, e.g.
+    `size<TAB>mtime_ns`, `size<TAB>crc32c<TAB>generation`; the size first) follow each path after a tab, so a list's
+    text changes exactly when one of its files does. Names that cannot be a line are left out (logged);
+    `scan_poses` reports them with the reason.
     """
     if num_shards < 1:
         raise UserError(f"--shards must be at least 1 (got {num_shards})")
     key = key or (lambda path: Path(path).as_posix())
+    tails = ("\t" + f for f in fingerprints) if fingerprints is not None else itertools.repeat("")
     shards: list[list[str]] = [[] for _ in range(num_shards)]
-    for path, line in zip(files, _relative_paths(files, lists_dir)):
+    for path, line, tail in zip(files, _relative_paths(files, lists_dir), tails):
         reason = unlistable(line)
         if reason:
             log.warning("not listed: %s: %s", printable(line), reason)
             continue
-        shards[shard_of(key(path), num_shards)].append(line)
+        shards[shard_of(key(path), num_shards)].append(line + tail)
     return ["".join(f"{line}\n" for line in sorted(lines)) for lines in shards]
 
 
-def read_list(path: Path) -> list[Path]:
-    """Paths listed one per line (blank lines and `#` comments ignored), relative to the list's folder."""
+def local_shard_texts(root: Path, lists_dir: Path, num_shards: int) -> tuple[list[str], Listing]:
+    """The ``num_shards`` list texts (with size and mtime fingerprints) of the pose files under ``root``, sharded by
+    their path relative to ``root``, and the listing (for its skipped entries)."""
+    listing = scan_poses(root)
+    texts = shard_texts(listing.files, lists_dir, num_shards, relative_key(root), listing.fingerprints())
+    return texts, listing
+
+
+@dataclass(frozen=True)
+class ShardList:
+    """A shard's list as the workflow sees it: its content-named file, whether it is empty, its largest file."""
+
+    path: str
+    empty: bool
+    largest: int
+
+
+def content_name(prefix: str, text: str, suffix: str) -> str:
+    """`PREFIX-<hash of text>SUFFIX`: a new content is a new file, an unchanged one keeps its file and mtime."""
+    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:12]}{suffix}"
+
+
+def stage_local_lists(
+    root: Path, lists_dir: Path, num_shards: int, staging: Path
+) -> tuple[dict[str, ShardList], Listing]:
+    """List ``root`` once and name each shard's list by its content (`LISTS/shard-003-<hash>.txt`); the text of a
+    list not yet in ``lists_dir`` is written into ``staging`` under the same name (atomically, once), for a local
+    job to move into place. Returns shard name (`003`) -> its list, and the listing."""
+    texts, listing = local_shard_texts(root, lists_dir, num_shards)
+    lists = {}
+    for shard, text in enumerate(texts):
+        name = f"{shard:03d}"
+        path = content_name(os.path.join(lists_dir, f"shard-{name}"), text, ".txt")
+        staged = Path(staging) / os.path.basename(path)
+        if not os.path.exists(path) and not staged.exists():
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            write_text_if_changed(staged, text)
+        largest = max((size or 0 for _, size in parse_list(text, Path(lists_dir))), default=0)
+        lists[name] = ShardList(path, not text, largest)
+    return lists, listing
+
+
+def list_entries(path: Path) -> list[tuple[Path, int | None]]:
+    """Each (path, recorded size or None) of the list file ``path`` (see `parse_list`)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise UserError(f"{path}: cannot read the file list ({reason})") from None
-    files = [Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
-    return [f if f.is_absolute() else Path(path).parent / f for f in files]
+    return parse_list(text, Path(path).parent)
+
+
+def parse_list(text: str, folder: Path) -> list[tuple[Path, int | None]]:
+    """Each (path, recorded size or None) of a list's text: one path per line, optionally followed by tab-separated
+    fingerprint fields, size first (blank lines and `#` comments ignored); relative paths are relative to
+    ``folder``."""
+    entries = []
+    for line in text.splitlines():
+        name, _, fields = line.partition("\t")
+        name = name.strip()
+        if name and not name.startswith("#"):
+            size = fields.partition("\t")[0]
+            file = Path(name) if name.startswith("/") else folder / name
+            entries.append((file, int(size) if size.isdigit() else None))
+    return entries
+
+
+def read_list(path: Path) -> list[Path]:
+    """The paths of a list (see `list_entries`)."""
+    return [file for file, _ in list_entries(path)]
 
 
 def write_shard_lists(
@@ -144,14 +233,15 @@ def write_shard_lists(
     lists_dir: Path,
     num_shards: int,
     key: Callable[[Path], str] | None = None,
+    fingerprints: list[str] | None = None,
 ) -> list[Path]:
     """Write all ``num_shards`` lists for ``files`` into ``lists_dir``; returns the list files that changed.
 
-    ``key`` as for `shard_texts`. Empty shards get an empty list; list files numbered ``num_shards`` or above (left
+    ``key`` and ``fingerprints`` as for `shard_texts`. Empty shards get an empty list; list files numbered ``num_shards`` or above (left
     by a larger K) are removed. Safe to call concurrently with itself.
     """
     lists_dir = Path(lists_dir)
-    texts = shard_texts(files, lists_dir, num_shards, key)
+    texts = shard_texts(files, lists_dir, num_shards, key, fingerprints)
     lists_dir.mkdir(parents=True, exist_ok=True)
     changed = []
     for shard, text in enumerate(texts):
@@ -167,42 +257,56 @@ def write_shard_lists(
     return changed
 
 
-def _unusable(path: str) -> str | None:
-    """Why the file ``path`` cannot be read as a pose (following symlinks), or None."""
+def _stat_usable(entry: os.DirEntry) -> os.stat_result | str:
+    """The stat of the `*.pose` entry (following symlinks), or why it cannot be read as a pose."""
     try:
-        info = os.stat(path)
+        info = entry.stat()
     except OSError as error:  # a symlink loop, a broken link, a name the system refuses
         return error.strerror or type(error).__name__
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file"
-    if not os.access(path, os.R_OK):
+    if not os.access(entry.path, os.R_OK):
         return "not readable (permission denied)"
-    return unlistable(path)
+    return unlistable(entry.path) or info
 
 
 def scan_poses(root: Path) -> Listing:
-    """Every usable `*.pose` file under ``root`` (recursively, sorted; symlinked folders are not followed), and
-    every `*.pose` entry skipped with its reason. Never fails for one bad entry; a missing ``root`` is an error."""
+    """Every usable `*.pose` file under ``root`` (recursively, sorted; symlinked folders are not followed) with its
+    size and mtime, and every `*.pose` entry skipped with its reason. One `os.scandir` walk and one stat per pose
+    file. Never fails for one bad entry; a missing ``root`` is an error."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder")
     listing = Listing()
-
-    def unreadable_folder(error: OSError) -> None:
-        listing.skipped.append((str(error.filename), f"cannot list the folder ({error.strerror})"))
-
-    for folder, dirs, names in os.walk(root, onerror=unreadable_folder):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-        for name in dirs:
-            if name.endswith(POSE_SUFFIX):
-                listing.skipped.append((os.path.join(folder, name), "a folder, not a pose file"))
-        for name in sorted(n for n in names if n.endswith(POSE_SUFFIX)):
-            path = os.path.join(folder, name)
-            reason = _unusable(path)
-            if reason:
-                listing.skipped.append((path, reason))
-            else:
-                listing.files.append(Path(path))
-    listing.files.sort()
-    listing.skipped.sort()
+    pending = [os.fspath(root)]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                entries = list(entries)
+        except OSError as error:
+            listing.skipped.append((folder, f"cannot list the folder ({error.strerror})"))
+            continue
+        for entry in entries:
+            _scan_entry(entry, listing, pending)
+    listing.sort()
     return listing
+
+
+def _scan_entry(entry: os.DirEntry, listing: Listing, pending: list[str]) -> None:
+    """Add one folder entry to the walk (``pending``), the files or the skipped entries of ``listing``."""
+    try:
+        is_folder = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        is_folder = False
+    if is_folder:
+        if entry.name not in SKIP_DIRS:
+            pending.append(entry.path)
+        if entry.name.endswith(POSE_SUFFIX):
+            listing.skipped.append((entry.path, "a folder, not a pose file"))
+    elif entry.name.endswith(POSE_SUFFIX):
+        info = _stat_usable(entry)
+        if isinstance(info, str):
+            listing.skipped.append((entry.path, info))
+        else:
+            listing.add(entry.path, info.st_size, info.st_mtime_ns)

@@ -663,7 +663,9 @@ def sync_bucket(
         write_manifest(mirror / REMOVED, still_kept)
         pose_names = [rel for rel in sorted(current) if rel.endswith(shards.POSE_SUFFIX)]
         keys = {mirror / rel: rel for rel in pose_names}
-        changed = shards.write_shard_lists(list(keys), lists_dir, num_shards, key=keys.__getitem__)
+        fingerprints = [f"{e.size}\t{e.crc32c}\t{e.generation}" for e in map(current.__getitem__, pose_names)]
+        changed = shards.write_shard_lists(list(keys), lists_dir, num_shards, key=keys.__getitem__,
+                                           fingerprints=fingerprints)
         summary = Summary(
             f"gs://{bucket}/{prefix}", mirror, num_shards, threads, listing, downloads,
             skipped=len(listing.remote) - len(work.todo), mirrored=len(current), removed=list(work.removed),

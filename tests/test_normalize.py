@@ -15,8 +15,9 @@ from conftest import FULL_468, HANDS_ONLY, OPENPOSE, OUTLIER_FILES, relative
 from test_preprocess import HOSTILE_FRAMES, few_shoulders, hostile_pose, moved
 from sign_vq import preprocess, skeleton
 from sign_vq.cli import build_parser, main
-from sign_vq.errors import UserError
-from sign_vq.normalize import normalize_shard, pose_id, read_file_list
+from sign_vq.errors import BadPoseError, UserError
+from sign_vq.normalize import normalize_shard, pose_id
+from sign_vq.shards import read_list
 from sign_vq.posezip import PoseZip, PoseZipWriter
 from sign_vq.stats import PointStats, load_stats, merge_shards
 
@@ -72,7 +73,7 @@ def test_shard_holds_good_files_and_reports_bad_ones(tmp_path, data_dir, some_go
     assert set(bad) == {real_bad[0], real_bad[1], empty}
     assert "2-D" in bad[real_bad[0]] and str(real_bad[0]) in bad[real_bad[0]]
     assert "missing component(s)" in bad[real_bad[1]]
-    assert "empty file" in bad[empty]
+    assert "outside the input folder" in bad[empty], "a listed file outside --root is never read"
 
     zipped = PoseZip(shard)
     assert [e["id"] for e in zipped.entries] == [relative(p)[: -len(".pose")] for p in some_good]
@@ -144,7 +145,8 @@ def test_duplicate_pose_ids_fail_without_a_shard(tmp_path, some_good):
 def test_pose_ids_are_relative_to_root(data_dir):
     path = data_dir / "lexicon" / "essen.pose"
     assert pose_id(path, data_dir) == "lexicon/essen"
-    assert pose_id(path, data_dir / "fingerspelling") == path.with_suffix("").as_posix().lstrip("/")
+    with pytest.raises(BadPoseError, match="outside the input folder"):
+        pose_id(path, data_dir / "fingerspelling")
 
 
 def test_options_reach_preprocessing(tmp_path, data_dir):
@@ -262,7 +264,7 @@ def test_cli_normalize_and_stats(tmp_path, data_dir, some_good, real_bad):
     listing = tmp_path / "lists" / "b.txt"
     listing.parent.mkdir()
     listing.write_text("\n".join(["# shard b", "", *(str(p) for p in [*some_good[4:], real_bad[0]])]) + "\n")
-    assert read_file_list(listing) == [*some_good[4:], real_bad[0]]
+    assert read_list(listing) == [*some_good[4:], real_bad[0]]
     assert main(["normalize", "--output", str(shard_b), "--files-from", str(listing), "--max-bad-fraction", "0.2"]) == 0
     assert report_of(shard_b)["bad"] == 1
 

@@ -12,6 +12,7 @@ import pytest
 
 from sign_vq.errors import UserError
 from sign_vq.shards import (
+    list_entries,
     list_path,
     read_list,
     relative_key,
@@ -26,7 +27,8 @@ OLD = 1_000_000_000  # an mtime far in the past
 
 def write_local_lists(root: Path, lists: Path, num_shards: int) -> list[Path]:
     """What the workflow's shard_list jobs do for a local folder: its usable files, sharded by relative path."""
-    return write_shard_lists(scan_poses(root).files, lists, num_shards, key=relative_key(root))
+    listing = scan_poses(root)
+    return write_shard_lists(listing.files, lists, num_shards, relative_key(root), listing.fingerprints())
 
 
 def _tree(root: Path, names: list[str]) -> list[Path]:
@@ -98,8 +100,26 @@ def test_one_new_file_changes_one_list_and_others_keep_mtime(tmp_path):
     expected = list_path(lists, shard_of("s9/new.pose", 6))
     assert changed == [expected]
     assert all(p.stat().st_mtime == OLD for p in all_lists if p != expected)
-    assert "../data/s9/new.pose" in expected.read_text().splitlines()
+    assert (root / "s9" / "new.pose").resolve() in [p.resolve() for p in read_list(expected)]
     assert len(files) == 25
+
+
+def test_a_rewritten_file_of_the_same_size_changes_exactly_its_list(tmp_path):
+    root = tmp_path / "data"
+    files = _tree(root, [f"{j}.pose" for j in range(12)])
+    _age(files)
+    lists = tmp_path / "lists"
+    write_local_lists(root, lists, 4)
+    files[5].write_bytes(b"y")  # same name, same size, new bytes (and a new mtime)
+    assert write_local_lists(root, lists, 4) == [list_path(lists, shard_of("5.pose", 4))]
+
+
+def test_list_entries_carry_the_recorded_sizes_and_take_bare_lines(tmp_path):
+    list_file = tmp_path / "lists" / "shard-000.txt"
+    list_file.parent.mkdir()
+    list_file.write_text("../a.pose\t1234\t99\n# a comment\n\n/abs/b.pose\n../c d.pose\tjunk\n")
+    assert list_entries(list_file) == [
+        (list_file.parent / "../a.pose", 1234), (Path("/abs/b.pose"), None), (list_file.parent / "../c d.pose", None)]
 
 
 def test_fewer_shards_remove_stale_lists_and_empty_lists_exist(tmp_path):
@@ -114,7 +134,7 @@ def test_fewer_shards_remove_stale_lists_and_empty_lists_exist(tmp_path):
 
 def test_scan_poses_skips_other_files_and_sync_temp(tmp_path):
     _tree(tmp_path, ["a.pose", "b.txt", "d/c.pose", ".sync-tmp/x.pose", "e.pose.part"])
-    assert [p.relative_to(tmp_path).as_posix() for p in scan_poses(tmp_path).files] == ["a.pose", "d/c.pose"]
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in scan_poses(tmp_path).files] == ["a.pose", "d/c.pose"]
     with pytest.raises(UserError):
         scan_poses(tmp_path / "missing")
     with pytest.raises(UserError):
@@ -136,7 +156,7 @@ def test_bad_entries_are_skipped_with_their_reason_and_the_rest_listed(tmp_path)
     os.mkfifo(tmp_path / "fifo.pose")
     Path(os.fsdecode(os.fsencode(tmp_path) + b"/latin1-\xe9.pose")).write_bytes(b"x")
     listing = scan_poses(tmp_path)
-    assert listing.files == sorted(good)
+    assert listing.files == sorted(map(str, good))
     reasons = {Path(path).name: reason for path, reason in listing.skipped}
     assert reasons == {
         "a.pose": "Too many levels of symbolic links",
@@ -181,7 +201,7 @@ def test_unreadable_files_and_folders_are_skipped(tmp_path, monkeypatch):
         listing = scan_poses(tmp_path)
     finally:
         hidden.parent.chmod(0o755)
-    assert listing.files == [good]
+    assert listing.files == [str(good)]
     assert dict(listing.skipped) == {
         str(locked): "not readable (permission denied)",
         str(hidden.parent): "cannot list the folder (Permission denied)",

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import astuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +19,7 @@ import pytest
 from gcs_server import GcsServer
 from sign_vq import sync as sync_module
 from sign_vq.cli import main
-from sign_vq.normalize import read_file_list
-from sign_vq.shards import list_path, shard_of
+from sign_vq.shards import list_path, read_list, shard_of
 from sign_vq.sync import MANIFEST, REMOVED, TMP_DIR, file_crc32c, folder_clashes, read_manifest, refusal
 
 K = 7
@@ -77,7 +77,7 @@ def mirrored(tmp: Path) -> dict[str, bytes]:
 
 
 def listed(tmp: Path) -> list[Path]:
-    return [p for k in range(K) for p in read_file_list(list_path(tmp / "lists", k))]
+    return [p for k in range(K) for p in read_list(list_path(tmp / "lists", k))]
 
 
 def test_full_sync_rerun_and_incremental(server, sample, tmp_path):
@@ -96,7 +96,9 @@ def test_full_sync_rerun_and_incremental(server, sample, tmp_path):
         (tmp_path / "mirror" / n).resolve() for n in sample)  # .pose files only, each in one list
     for k in range(K):
         for line in list_path(tmp_path / "lists", k).read_text().splitlines():
-            assert shard_of(line.removeprefix("../mirror/"), K) == k
+            name, size, crc, generation = line.split("\t")  # each object's fingerprint follows its path
+            assert shard_of(name.removeprefix("../mirror/"), K) == k
+            assert (int(size), crc, int(generation)) == astuple(manifest[name.removeprefix("../mirror/")])[1:]
 
     # rerun: nothing downloaded, nothing rewritten
     files = [p for p in (tmp_path / "mirror").rglob("*.pose")]
@@ -115,10 +117,10 @@ def test_full_sync_rerun_and_incremental(server, sample, tmp_path):
     assert rc == 0 and summary["downloaded"] == 2 and summary["bytes"] == len(sample[names[4]]) + len(sample[names[5]])
     assert (tmp_path / "mirror" / changed).read_bytes() == sample[names[4]]
     assert (tmp_path / "mirror" / new).read_bytes() == sample[names[5]]
-    new_list = list_path(tmp_path / "lists", shard_of(new, K))
-    assert summary["lists_changed"] == [new_list.name]
-    assert all(p.stat().st_mtime == OLD for p in lists if p != new_list)
-    assert new_list.stat().st_mtime != OLD
+    new_lists = {list_path(tmp_path / "lists", shard_of(name, K)) for name in (changed, new)}
+    assert summary["lists_changed"] == sorted(p.name for p in new_lists), "the changed object's fingerprint too"
+    assert all(p.stat().st_mtime == OLD for p in lists if p not in new_lists)
+    assert all(p.stat().st_mtime != OLD for p in new_lists)
     untouched = [p for p in files if p.relative_to(tmp_path / "mirror").as_posix() != changed]
     assert all(p.stat().st_mtime == OLD for p in untouched)
 

@@ -383,6 +383,53 @@ def test_a_new_pose_file_reruns_only_its_shard_and_what_follows(finished_run):
     assert (finished_run / "results" / "model" / "previous").is_dir()
 
 
+def shard_runs(workdir: Path, change) -> list[str]:
+    """The shard zips a real run rewrites after ``change()`` (up to the archive), and nothing left to do after."""
+    shards = workdir / "results" / "shards"
+    before = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.zip")}
+    change()
+    snakemake(workdir, "--until", "archive")
+    assert stage_jobs(dry_run(workdir, "--until", "archive")) == []
+    after = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.zip")}
+    return sorted(name for name in after if after.get(name) != before.get(name))
+
+
+@pytest.mark.slow
+def test_a_rewritten_or_removed_pose_file_reruns_exactly_its_shard(finished_run):
+    poses = finished_run / "poses"
+    target = min(poses.rglob("*.pose"), key=lambda p: p.stat().st_size)
+    shard = shard_of_file(target.relative_to(poses).as_posix())
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1  # same name, same size, other bytes
+
+    def rewrite():
+        target.write_bytes(bytes(data))
+        os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 1))  # coarse-clock file systems
+
+    assert shard_runs(finished_run, rewrite) == [f"shard-{shard}.zip"]
+    saved = target.read_bytes()
+    assert shard_runs(finished_run, target.unlink) == [f"shard-{shard}.zip"]
+    assert shard_runs(finished_run, lambda: target.write_bytes(saved)) == [f"shard-{shard}.zip"]
+
+
+@pytest.mark.slow
+def test_a_cluster_job_never_lists_the_input_folder(finished_run):
+    """A job process (what Snakemake runs inside each cluster job) parses the workflow without the input folder:
+    here it is moved away, and the stats job still runs from the lists."""
+    poses, hidden = finished_run / "poses", finished_run / "poses-away"
+    stats = finished_run / "results" / "stats.json"
+    before, content = stats.stat().st_mtime_ns, stats.read_bytes()
+    poses.rename(hidden)
+    try:
+        snakemake(finished_run, "--target-jobs", "stats:", "--allowed-rules", "stats", "--mode", "remote", "--force",
+                  "--nolock", "--cores", "1")
+    finally:
+        hidden.rename(poses)
+    assert stats.stat().st_mtime_ns != before and stats.read_bytes() == content
+    os.utime(stats, ns=(before, before))  # what follows stays up to date for the next tests
+    assert dry_run(finished_run) == []
+
+
 @pytest.mark.slow
 def test_a_dry_run_with_another_folder_leaves_the_lists_alone(finished_run):
     lists = finished_run / "results" / "lists"
@@ -461,6 +508,14 @@ def test_bucket_mode_runs_and_a_new_object_reruns_only_its_shard(tmp_path, monke
         after = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.zip")}
         changed = sorted(name for name in after if after[name] != before[name])
         assert changed == [f"shard-{shard_of_file('lexicon/pizza-again.pose')}.zip"]
+
+        data = bytearray((EXAMPLES / "lexicon" / "pizza.pose").read_bytes())
+        data[-1] ^= 1  # the same object, the same size, other bytes: a new generation and crc32c
+        bucket.blob("poses/lexicon/pizza.pose").upload_from_string(bytes(data))
+        snakemake(workdir, "--until", "archive", "--forcerun", "sync")
+        again = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.zip")}
+        assert sorted(name for name in again if again[name] != after[name]) == [
+            f"shard-{shard_of_file('lexicon/pizza.pose')}.zip"]
     finally:
         server.stop()
 

@@ -3,7 +3,8 @@
 
 rule archive:
     input:
-        get_shard_zips,
+        shards=get_shard_zips,
+        lists=get_all_lists,
     output:
         f"{RESULTS}/archive.zip",
     log:
@@ -21,4 +22,4 @@ rule archive:
         val_fraction=config["archive"]["val_fraction"],
     shell:
         "{params.cli} archive --output {output:q} --val-fraction {params.val_fraction}"
-        " {input:q} > {log:q} 2>&1"
+        " {input.shards:q} > {log:q} 2>&1"

@@ -1,7 +1,8 @@
 # Helpers shared by the rules: config validation, the command the rules run, the shard lists, input functions,
 # train resources.
-import hashlib
+import functools
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -20,8 +21,8 @@ sys.path.insert(0, REPO)
 
 from sign_vq.config import validate as validate_sign_vq_config
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open
-from sign_vq.shards import read_list, relative_key, scan_poses, shard_texts
+from sign_vq.fileio import atomic_open, write_text_if_changed
+from sign_vq.shards import content_name, list_entries, stage_local_lists
 
 # --- configuration -----------------------------------------------------------------------------------------------
 # sign_vq.config names the wrong key and its allowed values in one line; Snakemake's own check follows.
@@ -52,12 +53,7 @@ else:
     SIGN_VQ = f"{shlex.quote(sys.executable)} -m sign_vq.cli"
 
 
-# --- files named by their content (written by local rules, never while the workflow is parsed) -------------------
-def content_name(prefix, text, suffix):
-    """`PREFIX-<hash of text>SUFFIX`: a new content is a new file, an unchanged one keeps its file and mtime."""
-    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:12]}{suffix}"
-
-
+# --- files named by their content (moved into place by local rules, never while the workflow is parsed) ----------
 # The train section (and render, when training renders) alone: a new hyper-parameter is a new input of train (train
 # and render rerun, nothing upstream), and a dry run with other values leaves the current file alone.
 TRAIN_YAML = yaml.safe_dump(
@@ -66,38 +62,76 @@ TRAIN_YAML = yaml.safe_dump(
 )
 TRAIN_CONFIG = content_name(f"{RESULTS}/configs/train", TRAIN_YAML, ".yaml")
 
-# Local mode: the folder is listed here (read only) and each non-empty shard's list is the output of a `shard_list`
-# job, named by its content: adding one file makes one new list, so only its shard reruns. Entries that cannot be
-# pose files or list lines are skipped and reported in LISTS/skipped.tsv. Bucket mode: the sync checkpoint writes
-# the lists.
-if BUCKET:
-    LOCAL_LISTS, SKIPPED_REPORT = {}, ""
-else:
+# Local mode: the main process lists the folder once per invocation (one scandir walk, one stat per pose file) and
+# names each shard's list by its content (paths with their size and mtime): adding, removing or rewriting one file
+# makes one new list, which the main process stages in STAGED and a `shard_list` job moves into LISTS, so only its
+# shard reruns. A normalize job depends on its list alone, never on its pose files (no stat per file in the DAG).
+# Job processes (each cluster job, each local `run:` job re-parses this file) never list the folder: they find the
+# current lists in LISTS, and every job that reads them there depends on all of them. Entries that cannot be pose
+# files or list lines are reported in LISTS/skipped.tsv. Bucket mode: the sync checkpoint writes the lists.
+STAGED = os.path.join(".snakemake", "sign-vq-staged")
+LOCAL_LISTS = {}  # shard name -> shards.ShardList (main process, local mode)
+SKIPPED_REPORT = {
+    "digest": "",
+    "staged": "",
+}  # the report of skipped entries, staged like a list
+if not BUCKET and workflow.is_main_process:
     try:
-        _listing = scan_poses(Path(INPUT_ROOT))
+        LOCAL_LISTS, _listing = stage_local_lists(
+            Path(INPUT_ROOT), Path(LISTS), NUM_SHARDS, Path(STAGED)
+        )
     except UserError as error:
         raise WorkflowError(f"input.local_dir: {error}") from None
-    _texts = shard_texts(
-        _listing.files, Path(LISTS), NUM_SHARDS, key=relative_key(INPUT_ROOT)
+    SKIPPED_REPORT["staged"] = content_name(
+        f"{STAGED}/skipped", _listing.report(), ".tsv"
     )
-    LOCAL_LISTS = {
-        f"{k:03d}": text for k, text in enumerate(_texts) if text
-    }  # shard name -> list text
-    SKIPPED_REPORT = _listing.report()
-    if _listing.skipped and workflow.is_main_process:
+    SKIPPED_REPORT["digest"] = os.path.basename(SKIPPED_REPORT["staged"])
+    if not os.path.exists(SKIPPED_REPORT["staged"]):
+        write_text_if_changed(SKIPPED_REPORT["staged"], _listing.report())
+    if _listing.skipped:
         logger.warning(
             f"input.local_dir: skipped entries that are not readable pose files or whose names cannot be "
             f"listed: {len(_listing.skipped)}, each with its reason in {LISTS}/skipped.tsv"
         )
+    del _listing
+
+
+def shard_names():
+    """Every shard's name (`003`), empty ones included."""
+    return [f"{k:03d}" for k in range(NUM_SHARDS)]
+
+
+@functools.cache
+def written_lists():
+    """Job processes: shard name -> its current content-named list in LISTS (one folder listing)."""
+    pattern = re.compile(r"shard-(\d{3,})-[0-9a-f]{12}\.txt")
+    try:
+        with os.scandir(LISTS) as entries:
+            matches = [(pattern.fullmatch(entry.name), entry.path) for entry in entries]
+    except OSError:
+        return {}
+    return {match.group(1): os.path.normpath(path) for match, path in matches if match}
 
 
 def local_list(shard):
-    """The content-named list file of a non-empty local shard."""
-    return content_name(f"{LISTS}/shard-{shard}", LOCAL_LISTS[shard], ".txt")
+    """The content-named list of a local shard: from the listing (main process) or as written (job processes)."""
+    if LOCAL_LISTS:
+        return LOCAL_LISTS[shard].path
+    if shard not in written_lists():
+        raise WorkflowError(
+            f"{LISTS}: no list of shard {shard}; run snakemake from the main process to write it"
+        )
+    return written_lists()[shard]
+
+
+def local_list_is_empty(shard):
+    if LOCAL_LISTS:
+        return LOCAL_LISTS[shard].empty
+    return os.path.getsize(local_list(shard)) == 0
 
 
 def write_derived(path, text, log):
-    """Write a file derived from the config or the listing (the local rules of rules/inputs.smk)."""
+    """Write a file derived from the config (the local rules of rules/inputs.smk)."""
     with atomic_open(path) as handle:
         handle.write(text)
     Path(log).write_text(f"{path}: {len(text.splitlines())} lines\n")
@@ -107,31 +141,31 @@ def write_derived(path, text, log):
 def get_shards():
     """Names (`003`) of the non-empty shards (bucket mode: after the sync checkpoint has written the lists)."""
     if not BUCKET:
-        return sorted(LOCAL_LISTS)
+        return [name for name in shard_names() if not local_list_is_empty(name)]
     checkpoints.sync.get()
-    names = [f"{k:03d}" for k in range(NUM_SHARDS)]
-    return [name for name in names if os.path.getsize(f"{LISTS}/shard-{name}.txt") > 0]
+    return [
+        name
+        for name in shard_names()
+        if os.path.getsize(f"{LISTS}/shard-{name}.txt") > 0
+    ]
 
 
 def get_shard_zips(wildcards):
     return expand(f"{RESULTS}/shards/shard-{{shard}}.zip", shard=get_shards())
 
 
+def get_all_lists(wildcards):
+    """Local mode: every shard's list, empty ones included, so a job that finds the shards from LISTS runs after
+    each list is current."""
+    return [] if BUCKET else [local_list(name) for name in shard_names()]
+
+
 def get_normalize_input(wildcards):
-    """The shard's list and exactly the pose files it names: adding a file reruns only its shard."""
+    """The shard's list alone: its text changes exactly when one of its files does, so only its shard reruns."""
     if BUCKET:
         checkpoints.sync.get()
-        files_from = f"{LISTS}/shard-{wildcards.shard}.txt"
-        try:
-            files = read_list(Path(files_from))
-        except UserError as error:
-            raise WorkflowError(str(error)) from None
-    else:
-        files_from = local_list(wildcards.shard)
-        files = [
-            Path(LISTS, line) for line in LOCAL_LISTS[wildcards.shard].splitlines()
-        ]
-    return {"files_from": files_from, "poses": [os.path.normpath(p) for p in files]}
+        return f"{LISTS}/shard-{wildcards.shard}.txt"
+    return local_list(wildcards.shard)
 
 
 def get_final_outputs():
@@ -144,13 +178,20 @@ def get_final_outputs():
 
 
 # --- resources ---------------------------------------------------------------------------------------------------
-def normalize_memory_mb(poses, attempt):
-    """Memory of a normalize job, sized by its largest pose file (each is read whole), times the attempt."""
+def normalize_memory_mb(shard, files_from, attempt):
+    """Memory of a normalize job, sized by the largest file its list records (each file is read whole), times the
+    attempt; the files themselves are never stat'ed."""
     from sign_vq.normalize import (
         memory_mb,
     )  # imported when jobs are planned, not when the workflow is parsed
 
-    return memory_mb([Path(p) for p in poses], attempt)
+    if LOCAL_LISTS:
+        return memory_mb([LOCAL_LISTS[shard].largest], attempt)
+    try:
+        entries = list_entries(Path(files_from))
+    except UserError as error:
+        raise WorkflowError(str(error)) from None
+    return memory_mb((size for _, size in entries), attempt)
 
 
 def train_cpus():

@@ -1,5 +1,7 @@
-# Files derived from the config and the input folder, written by local jobs (never while the workflow is parsed, so
-# a dry run writes nothing): the local shard lists and the report of skipped entries (local mode), the train config.
+# Files derived from the config and the input folder, put in place by local jobs (never while the workflow is parsed,
+# so a dry run leaves them alone): the local shard lists and the report of skipped entries (local mode, staged by the
+# main process's listing; see rules/common.smk), the train config. Shell jobs run in the main process, which knows
+# what it staged.
 
 
 rule shard_list:
@@ -11,8 +13,17 @@ rule shard_list:
         shard=r"\d+",
         digest=r"[0-9a-f]{12}",
     localrule: True
-    run:
-        write_derived(output[0], LOCAL_LISTS[wildcards.shard], log[0])
+    conda:
+        "../envs/poses.yaml"
+    params:
+        staged=lambda wildcards, output: os.path.join(
+            STAGED, os.path.basename(output[0])
+        ),
+        shard=lambda wildcards: f"{LISTS}/shard-{wildcards.shard}",
+    shell:
+        # then the shard's older lists go: LISTS holds one list per shard
+        "(mv -f -v {params.staged:q} {output:q} && for old in {params.shard:q}-*.txt;"
+        ' do [ "$old" = {output:q} ] || rm -f -v "$old"; done) > {log:q} 2>&1'
 
 
 rule skipped_files:
@@ -21,10 +32,13 @@ rule skipped_files:
     log:
         f"{RESULTS}/logs/lists/skipped.log",
     localrule: True
+    conda:
+        "../envs/poses.yaml"
     params:
-        report=SKIPPED_REPORT,
-    run:
-        write_derived(output[0], params.report, log[0])
+        report=SKIPPED_REPORT["digest"],
+        staged=SKIPPED_REPORT["staged"],
+    shell:
+        "cp {params.staged:q} {output:q} > {log:q} 2>&1"
 
 
 rule train_config:

@@ -3,7 +3,7 @@
 
 rule normalize:
     input:
-        unpack(get_normalize_input),
+        files_from=get_normalize_input,
     output:
         shard=f"{RESULTS}/shards/shard-{{shard}}.zip",
         report=f"{RESULTS}/shards/shard-{{shard}}.zip.report.json",
@@ -18,7 +18,7 @@ rule normalize:
     threads: 1
     resources:
         mem_mb=lambda wildcards, input, attempt: normalize_memory_mb(
-            input.poses, attempt
+            wildcards.shard, input.files_from, attempt
         ),
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
@@ -35,7 +35,8 @@ rule normalize:
 
 rule stats:
     input:
-        get_shard_zips,
+        shards=get_shard_zips,
+        lists=get_all_lists,
     output:
         f"{RESULTS}/stats.json",
     log:
@@ -51,4 +52,4 @@ rule stats:
     params:
         cli=SIGN_VQ,
     shell:
-        "{params.cli} stats --output {output:q} {input:q} > {log:q} 2>&1"
+        "{params.cli} stats --output {output:q} {input.shards:q} > {log:q} 2>&1"
