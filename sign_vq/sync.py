@@ -331,21 +331,37 @@ class Syncer:
         os.replace(tmp, dest)
 
 
-def list_bucket(client, bucket: str, prefix: str) -> Iterator[tuple[str, int, str | None, int]]:
-    """(full name, size, crc32c, generation) of every object under ``prefix``: one paginated listing."""
+def bounded_retry(timeout: float, retries: int, retry_wait: float):
+    """The client library's retry bounded by the run's flags: ``retries`` more attempts of ``timeout`` seconds
+    each, the first wait ``retry_wait`` (the library's own default retries for 120 s whatever the flags say)."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_delay(initial=retry_wait, maximum=30.0).with_timeout(
+        (retries + 1) * (timeout + retry_wait)
+    )
+
+
+def list_bucket(client, bucket: str, prefix: str, *, timeout: float = 120.0, retries: int = 5,
+                retry_wait: float = 0.5) -> Iterator[tuple[str, int, str | None, int]]:
+    """(full name, size, crc32c, generation) of every object under ``prefix``: one paginated listing, each page
+    request bounded by ``timeout`` and :func:`bounded_retry`."""
     from google.api_core import exceptions as api
     from google.auth.exceptions import GoogleAuthError
 
     url = f"gs://{bucket}/{prefix}"
+    pages = client.list_blobs(bucket, prefix=prefix, fields=LIST_FIELDS, timeout=timeout,
+                              retry=bounded_retry(timeout, retries, retry_wait))
     try:
-        for blob in tqdm(client.list_blobs(bucket, prefix=prefix, fields=LIST_FIELDS),
-                         desc="list", unit="obj", disable=None):
+        for blob in tqdm(pages, desc="list", unit="obj", disable=None):
             yield blob.name, int(blob.size or 0), blob.crc32c, int(blob.generation or 0)
     except api.NotFound:
         raise UserError(f"{url}: bucket not found") from None
     except (api.Forbidden, api.Unauthorized) as error:
         raise UserError(f"{url}: access denied ({error.message}); check the credentials "
                         "(gcloud auth application-default login) or use --anonymous for a public bucket") from None
+    except api.RetryError as error:
+        raise UserError(f"{url}: no answer within --timeout {timeout:g} s and --retries {retries} "
+                        f"({str(error.cause).splitlines()[0]}); check the network or raise the flags") from None
     except (api.GoogleAPIError, GoogleAuthError) as error:
         raise UserError(f"{url}: cannot list the bucket: {error}") from None
     except OSError as error:
@@ -649,7 +665,9 @@ def sync_bucket(
     client_factory = client_factory or (lambda: make_client(anonymous))
     with _locked(mirror):
         stale = _clean_stale(mirror, lists_dir)
-        listing = read_listing(list_bucket(client_factory(), bucket, prefix), prefix)
+        objects = list_bucket(client_factory(), bucket, prefix, timeout=timeout, retries=retries,
+                              retry_wait=retry_wait)
+        listing = read_listing(objects, prefix)
         old, kept = read_manifest(mirror / MANIFEST), read_manifest(mirror / REMOVED)
         work = plan(listing, old, kept, lambda rel: regular_size(mirror / rel), verify)
         log.info("gs://%s/%s: %d objects listed, %d up to date, %d to check or download with %d threads",

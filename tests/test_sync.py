@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -388,7 +389,7 @@ class MemoryClient:
         self.objects, self.fail = objects, fail
         self.downloads: list[str] = []
 
-    def list_blobs(self, bucket, prefix, fields):
+    def list_blobs(self, bucket, prefix, fields, **_):  # timeout, retry
         return [SimpleNamespace(name=n, size=len(d), crc32c=_crc(d), generation=1)
                 for n, d in sorted(self.objects.items()) if n.startswith(prefix)]
 
@@ -477,3 +478,20 @@ def test_listing_and_plan():
                             "changed.pose": old["changed.pose"], "missing.pose": old["missing.pose"]}
     assert work.removed == {"gone.pose": old["gone.pose"], "long-gone.pose": kept["long-gone.pose"]}  # not "x"
     assert len(sync_module.plan(listing, old, kept, on_disk.get, verify=True).todo) == len(listing.remote)
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["never-accepting", "closed-port"])
+def test_timeout_and_retries_bound_an_unreachable_endpoint(tmp_path, listening):
+    """The client library's own retry (120 s) must not outlast --timeout/--retries: a socket that takes the connection
+    but never answers, or a closed port. Run as a command with a far larger bound, so a hang fails."""
+    with socket.socket() as endpoint:
+        endpoint.bind(("127.0.0.1", 0))
+        if listening:
+            endpoint.listen(8)
+        env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{endpoint.getsockname()[1]}"}
+        command = [sys.executable, "-m", "sign_vq.cli", "sync", "--bucket", "gs://bucket/poses", "--output",
+                   str(tmp_path / "mirror"), "--lists", str(tmp_path / "lists"), "--shards", "2", "--timeout", "1",
+                   "--retries", "1", "--retry-wait", "0.01"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=100)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "no answer within --timeout 1 s and --retries 1" in result.stderr
