@@ -177,8 +177,9 @@ def default_precision(device: str) -> str:
 
 class StepTimer(Callback):
     """Per training step: wall time, the time before it spent waiting for its batch (next batch + transfer), real
-    frames (counted on the device, no sync); on CUDA the kernels' busy time from the profiler. Steps before
-    ``skip`` (start-up, compilation, autotuning) are left out."""
+    frames (counted on the device, no sync); on CUDA the kernels' busy time from the profiler, and NVML's
+    utilization read at each step's end as a cross-check. Steps before ``skip`` (start-up, compilation,
+    autotuning) are left out."""
 
     def __init__(self, skip: int):
         self.skip = skip
@@ -186,6 +187,8 @@ class StepTimer(Callback):
         self.waits: list[float] = []
         self.frames: list[torch.Tensor] = []
         self.first_step_s = math.nan
+        self._start = math.nan
+        self.utilization: list[float] | None = None  # NVML's percentages; None until measured or if unavailable
         self.profiler: torch.profiler.profile | None = None
         self.busy_s = math.nan
         self.busy_error: str | None = None
@@ -199,11 +202,17 @@ class StepTimer(Callback):
         self.frames.append((~batch["padding"]).sum())
         if len(self.ends) == self.skip and module.device.type == "cuda":
             self._profile(start=True)
+            self.utilization = []
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         self.ends.append(time.perf_counter())
         if len(self.ends) == 1:
             self.first_step_s = self.ends[0] - self._start
+        if self.utilization is not None:
+            try:
+                self.utilization.append(torch.cuda.utilization())
+            except Exception:  # no NVML bindings: the profiler's figure stands alone
+                self.utilization = None
         if self.profiler is not None and trainer.global_step >= trainer.max_steps:
             self._profile(start=False)
 
@@ -226,14 +235,18 @@ class StepTimer(Callback):
         window = self.ends[-1] - self.ends[self.skip - 1]
         steps = len(self.ends) - self.skip
         frames = int(torch.stack(self.frames[self.skip :]).sum())
-        return {
+        figures = {
             "steps_per_s": steps / window,
             "real_frames_per_s": frames / window,
             "data_wait_share": sum(self.waits[self.skip - 1 :]) / window,
-            "gpu_busy": self.busy_s / window if math.isfinite(self.busy_s) else self.busy_error,
+            "gpu_busy": self.busy_s / window if math.isfinite(self.busy_s) else None,
+            "gpu_utilization_nvml": float(np.mean(self.utilization)) / 100 if self.utilization else None,
             "first_step_s": self.first_step_s,
             "measured_steps": steps,
         }
+        if self.busy_error:
+            figures["gpu_busy_error"] = self.busy_error
+        return figures
 
 
 def kernel_seconds(profiler: torch.profiler.profile) -> float:

@@ -10,7 +10,7 @@ import sys
 from benchmarks.gpu import SECTIONS, flatten
 from conftest import REPO
 
-GPU_ONLY = {"gpu_busy", "peak_gpu_gib", "gpu_frames_per_s", "differing_frames"}  # None on a CPU
+GPU_ONLY = {"gpu_busy", "gpu_utilization_nvml", "peak_gpu_gib", "gpu_frames_per_s", "differing_frames"}  # None on a CPU
 NUMBERS = {
     "train": ("default.steps_per_s", "default.real_frames_per_s", "default.data_wait_share", "large.steps_per_s",
               "large.real_frames_per_s", "large.data_wait_share"),
