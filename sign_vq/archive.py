@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sign_vq.errors import UserError
 from sign_vq.normalize import number_in
 from sign_vq.posezip import SPLITS, PoseZip, PoseZipWriter, id_key
 
@@ -32,13 +33,23 @@ def split_codes(keys: np.ndarray, val_fraction: float) -> np.ndarray:
     return np.where(val, SPLITS.index("val"), SPLITS.index("train")).astype(np.uint8)
 
 
+def _refuse_overwriting_an_input(shards: list[Path], output: Path) -> None:
+    """A UserError if ``output`` is one of ``shards`` (the archive would replace its own input)."""
+    for shard in shards:
+        if output.exists() and shard.exists() and output.samefile(shard):  # also through links
+            raise UserError(f"--output {output} is also the input shard {shard}; write the archive to another file")
+
+
 def build_archive(shards: list[Path], output: Path, val_fraction: float = 0.1) -> dict:
-    """Write ``output`` from ``shards``; returns counts per split."""
+    """Write ``output`` from ``shards`` (each checked pose by pose against its index first); returns counts per
+    split."""
+    _refuse_overwriting_an_input(shards, output)
     counts = {"train": 0, "val": 0}
     frames = {"train": 0, "val": 0}
     with PoseZipWriter(output) as writer:
         for shard in tqdm(shards, desc="archive", unit="shard", disable=None):
             source = PoseZip(shard)
+            source.verify()  # a forged index (frames, CRC, offsets, ids) would be copied into the archive as it is
             codes = split_codes(source.columns["key"], val_fraction)
             writer.append_zip(source, codes)
             for split in counts:

@@ -62,6 +62,14 @@ COLUMNS: dict[str, tuple[str, tuple[int, ...]]] = {
     "split": ("u1", ()),
     "id_end": ("<u8", ()),  # end of each id in `ids`
 }
+# what each metadata column must hold: (valid rows of the column, the expectation in words)
+VALID = {
+    "fps": (lambda v: np.isfinite(v) & (v >= 0), "a finite frame rate, 0 when unknown"),
+    "scale": (lambda v: np.isfinite(v) & (v > 0), "a finite shoulder width above 0"),
+    "center": (lambda v: np.isfinite(v).all(axis=-1), "finite coordinates"),
+    "width": (lambda v: v >= 0, "a frame width of 0 or more"),
+    "height": (lambda v: v >= 0, "a frame height of 0 or more"),
+}
 INFO_DEFAULTS = {"fps": 0.0, "center": (0.0,) * skeleton.DIMS, "scale": 1.0, "width": 0, "height": 0, "outliers": 0}
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header, before the name
@@ -486,6 +494,18 @@ class PoseZip:
                 f"{self.path}: the index entry of pose {pose!r} disagrees with the file (member outside the pose "
                 "data, or more frames than its bytes can hold); delete the file and rerun the stage that wrote it"
             )
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Every pose's metadata (fps, scale, centre, frame size) is a usable number (see :data:`VALID`)."""
+        for name, (valid, expected) in VALID.items():
+            bad = ~valid(np.asarray(self.columns[name]))
+            if bad.any():
+                first = int(np.argmax(bad))
+                raise UserError(
+                    f"{self.path}: the index entry of pose {self.pose_id(first)!r} has {name} "
+                    f"{self.columns[name][first]} (expected {expected}); delete the file and rerun the stage that wrote it"
+                )
 
     def __len__(self) -> int:
         return int(self.index["count"])
@@ -527,19 +547,28 @@ class PoseZip:
         """Pose ``key`` (a position or an entry) as a float16 masked array (frames x 178 x 3); one positioned read.
         A member that disagrees with the index or is damaged is a :class:`UserError` naming the file and pose."""
         index = int(key["index"]) if isinstance(key, Mapping) else int(key)
+        frames = int(self.columns["frames"][index])
+        data = self._inflated(index)
+        shape = (frames, skeleton.NUM_POINTS, skeleton.DIMS)
+        values = np.ndarray(shape, np.float16, data, len(data) - FRAME_BYTES * frames, order="F").copy(order="C")
+        return np.ma.MaskedArray(values, mask=~np.isfinite(values), copy=False)  # no mask copy, unlike masked_invalid
+
+    def _inflated(self, index: int) -> bytes:
+        """The `.npy` bytes of pose ``index`` (one positioned read), checked against its index entry."""
         c = self.columns
         offset, size = int(c["offset"][index]), int(c["size"][index])
-        crc, frames = int(c["crc"][index]), int(c["frames"][index])
-        name = POSE_PREFIX + self.pose_id(index).encode() + POSE_SUFFIX
+        crc, frames, pose = int(c["crc"][index]), int(c["frames"][index]), self.pose_id(index)
+        name = POSE_PREFIX + pose.encode() + POSE_SUFFIX
         start = offset - _LOCAL.size - len(name)
         try:
             raw = os.pread(self._file().fileno(), offset + size - start, start)
         except OSError as error:
-            raise _fail(self.path, self.pose_id(index), f"cannot read: {error.strerror}") from None
-        values = self._decode(raw, name, crc, size, frames, self.pose_id(index))
-        return np.ma.MaskedArray(values, mask=~np.isfinite(values), copy=False)  # no mask copy, unlike masked_invalid
+            raise _fail(self.path, pose, f"cannot read: {error.strerror}") from None
+        return self._checked(raw, name, crc, size, frames, pose)
 
-    def _decode(self, raw: bytes, name: bytes, crc: int, size: int, frames: int, pose: str) -> np.ndarray:
+    def _checked(self, raw: bytes, name: bytes, crc: int, size: int, frames: int, pose: str) -> bytes:
+        """The inflated member ``raw`` (local header, name, deflated .npy) if its zip header, name, size, array header
+        (``frames`` of float16) and CRC agree with the index; else a UserError naming the file and pose."""
         if len(raw) != _LOCAL.size + len(name) + size:
             raise _fail(self.path, pose, "the file is cut short")
         sig, _, _, method, _, _, found_crc, found_size, _, name_len, extra = _LOCAL.unpack_from(raw)
@@ -560,12 +589,17 @@ class PoseZip:
             raise _fail(self.path, pose, f"not a deflated .npy: {error}") from None
         if len(data) != len(header) + FRAME_BYTES * frames or zlib.crc32(data) != crc:
             raise _fail(self.path, pose, "CRC mismatch")
-        return np.ndarray(shape, np.float16, data, len(header), order="F").copy(order="C")
+        return data
+
+    def verify(self) -> None:
+        """Inflate every pose and check it against its index entry (zip header, name, size, frames, CRC): a damaged or
+        forged file is a UserError naming it and the pose (`sign-vq archive` checks each shard so)."""
+        for index in range(len(self)):
+            self._inflated(index)
 
     def find_damage(self) -> None:
         """Raise the error of the first damaged pose (or of the pose region as a whole when no pose is)."""
-        for index in range(len(self)):
-            self.read(index)
+        self.verify()
         raise _corrupt(self.path, "the pose data's checksum disagrees although every pose reads")
 
     def __iter__(self) -> Iterator[tuple[dict, np.ma.MaskedArray]]:

@@ -22,6 +22,8 @@ from sign_vq.errors import UserError
 from sign_vq.normalize import memory_mb
 from sign_vq.posezip import PoseZip, PoseZipWriter, read_meta
 
+from fixtures_model import make_checkpoint
+
 FIX = "delete the file and rerun the stage that wrote it"
 
 
@@ -281,3 +283,51 @@ def test_normalize_memory_follows_the_largest_input_and_the_attempt():
     assert memory_mb([small]) == 501
     assert memory_mb([small, large, None]) == 500 + 2027
     assert memory_mb([large], attempt=2) == 5053  # ceil(2 x 2526.2)
+
+
+# --- what `sign-vq archive` refuses to copy (issue 21: 6, 9) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tamper, detail",
+    [
+        (lie("frames", 51), "float16 array of shape (50, 178, 3), index says 51 frames of float16"),
+        (lie("offset", lambda row: row["offset"] + 7), "its zip header disagrees with the index"),
+        (lie("crc", 12345), "its zip header disagrees with the index"),
+    ],
+    ids=["frames", "offset", "crc"],
+)
+def test_a_shard_whose_index_lies_is_refused_by_archive_naming_it_and_the_pose(tmp_path, tamper, detail):
+    """Checksum-valid shards whose index disagrees with a member: refused when archived, not copied for later."""
+    good = write_poses(tmp_path / "good.zip", {"c": ones(4)})
+    forged = write_poses(tmp_path / "forged.zip", {"a": ones(50), "b": ones(3)}, tamper=tamper)
+    message = error_of(lambda: build_archive([good, forged], tmp_path / "archive.zip"))
+    assert message == f"{forged}: pose 'a' is damaged ({detail}); {FIX}"
+    assert not (tmp_path / "archive.zip").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [("fps", float("nan"), "fps nan (expected a finite frame rate, 0 when unknown)"),
+     ("scale", 0.0, "scale 0.0 (expected a finite shoulder width above 0)"),
+     ("center", [0.0, float("inf"), 0.0], "center [ 0. inf  0.] (expected finite coordinates)")],
+)
+def test_unusable_metadata_in_an_index_is_refused_naming_the_file_and_pose(tmp_path, column, value, expected):
+    forged = write_poses(tmp_path / "forged.zip", {"a": ones(5), "b": ones(3)}, tamper=lie(column, value))
+    message = f"{forged}: the index entry of pose 'a' has {expected}; {FIX}"
+    assert error_of(lambda: build_archive([forged], tmp_path / "archive.zip")) == message
+    codes = tmp_path / "codes.csv"
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt")
+    assert main(["encode", "--model", str(checkpoint), "--output", str(codes), str(forged)]) == 2
+    assert not codes.exists()
+
+
+def test_archive_refuses_an_output_that_is_one_of_its_inputs(tmp_path):
+    one, two = write_poses(tmp_path / "s0.zip", {"a": ones(2)}), write_poses(tmp_path / "s1.zip", {"b": ones(2)})
+    (tmp_path / "link.zip").symlink_to(one)
+    before = one.read_bytes()
+    for output in (one, tmp_path / "link.zip", tmp_path / "." / "s0.zip"):
+        message = error_of(lambda: build_archive([one, two], output))
+        assert message == f"--output {output} is also the input shard {one}; write the archive to another file"
+        assert main(["archive", "--output", str(output), str(one), str(two)]) == 2
+    assert one.read_bytes() == before
