@@ -332,24 +332,6 @@ def _model(args: argparse.Namespace) -> PoseFSQAutoencoder:
     return load_on(args.model, args.device)
 
 
-def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda, cuda:1)")
-    if stage == "encode":
-        parser.add_argument("--output", required=True, type=Path,
-                            help="FILE.csv: one codes corpus (a row per pose); otherwise a folder of .npy per pose")
-        parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                            help=".pose files, folders of them, shards or archives (.zip)")
-    elif stage == "decode":
-        parser.add_argument("--output", required=True, type=Path, help="output folder: one .pose per id")
-        parser.add_argument("--fps", type=float, help="frame rate of poses decoded from .npy (a corpus has its own)")
-        parser.add_argument("inputs", nargs="+", type=Path, metavar="CODES",
-                            help=".npy files, folders of them, or codes corpora (.csv)")
-    else:
-        parser.add_argument("--output", required=True, type=Path, help="output folder (keeps input relative paths)")
-        parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".pose files or folders of them")
-
-
 def _read(model: PoseFSQAutoencoder, stage: str, item: corpus.Item) -> tuple:
     """An item's input: (data, mask, fps) of a pose to encode, or (checked codes, fps) to decode."""
     if stage == "encode":

@@ -191,17 +191,6 @@ def render(
     return report
 
 
-def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
-    parser.add_argument("--archive", required=True, type=Path, help="archive from `sign-vq archive`")
-    parser.add_argument("--output", required=True, type=Path, help="folder for metrics.json, metrics.png, videos/")
-    parser.add_argument("--num-poses", type=int, default=4, help="validation poses rendered as videos (default 4)")
-    parser.add_argument("--max-frames", type=int, default=200, help="frames per video at most (default 200)")
-    parser.add_argument("--no-gif", action="store_true", help="write mp4 videos only")
-    parser.add_argument("--metric-poses", type=int, default=None, help="limit metrics to this many poses (default all)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.num_poses < 0 or args.max_frames < 1 or (args.metric_poses is not None and args.metric_poses < 1):
         raise UserError("--num-poses must be >= 0, --max-frames and --metric-poses >= 1")

@@ -698,24 +698,6 @@ def sync_bucket(
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
-    parser.add_argument("--bucket", required=True, metavar="gs://BUCKET[/PREFIX]", help="bucket (and folder) to mirror")
-    parser.add_argument("--output", type=Path, required=True, metavar="MIRROR_DIR", help="mirror folder")
-    parser.add_argument("--lists", type=Path, required=True, metavar="LISTS_DIR", help="folder of shard lists")
-    parser.add_argument("--shards", type=int, required=True, metavar="K", help="number of shard lists")
-    parser.add_argument("--threads", type=int, default=8, metavar="N", help="parallel downloads (default 8)")
-    parser.add_argument("--delete-removed", action="store_true",
-                        help="delete mirrored files whose object was removed from the bucket (default: keep)")
-    parser.add_argument("--anonymous", action="store_true", help="no credentials (public buckets)")
-    parser.add_argument("--retries", type=int, default=5, metavar="N",
-                        help="retries per object after a failure (default 5)")
-    parser.add_argument("--retry-wait", type=float, default=0.5, metavar="SECONDS",
-                        help="first wait before a retry; doubles each time (default 0.5)")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per-request timeout (default 120)")
-    parser.add_argument("--verify", action="store_true",
-                        help="re-checksum local files even when the manifest says they are up to date")
-
-
 def run(args: argparse.Namespace) -> int:
     summary = sync_bucket(
         args.bucket, args.output, args.lists, args.shards, threads=args.threads,

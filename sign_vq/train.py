@@ -260,13 +260,6 @@ def _finish(trainer: L.Trainer, module: L.LightningModule, train_config: TrainCo
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (its `train` section is used; defaults if omitted)")
-    parser.add_argument("--archive", required=True, type=Path, help="training archive from `sign-vq archive`")
-    parser.add_argument("--stats", required=True, type=Path, help="statistics from `sign-vq stats`")
-    parser.add_argument("--output", required=True, type=Path, help="training folder (checkpoints, logs, model.ckpt)")
-
-
 def run(args: argparse.Namespace) -> int:
     return train(load_config(args.config), args.archive, args.stats, args.output)
 

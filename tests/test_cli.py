@@ -18,7 +18,7 @@ from fixtures_model import make_checkpoint
 from sign_vq import corpus
 from sign_vq.cli import STAGES, build_parser, main
 
-STAGE_MODULES = sorted({module for module, _ in STAGES.values()})
+STAGE_MODULES = sorted({stage.module for stage in STAGES.values()})
 
 
 def test_version(capsys):
@@ -40,6 +40,43 @@ def test_help_lists_every_stage_and_imports_none():
 
 
 @pytest.mark.parametrize("flags", [["-v"], ["--verbose"]])
+
+def test_every_stage_help_imports_neither_torch_nor_lightning():
+    """`sign-vq STAGE --help` builds the stage's parser from argparse-level code: fast, and on a core install too."""
+    probe = (
+        "import sys\nfrom sign_vq.cli import STAGES, main\nfor stage in STAGES:\n"
+        "    try:\n        main([stage, '--help'])\n    except SystemExit as e:\n        assert e.code == 0, stage\n"
+        "print('IMPORTED', sorted(m for m in ('torch', 'lightning', 'google_crc32c') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.count("usage: sign-vq") == len(STAGES)
+    assert out.strip().endswith("IMPORTED []")
+
+
+def test_help_marks_the_stages_that_need_an_extra(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = " ".join(capsys.readouterr().out.split())
+    for stage, extra in (("sync", "sync"), ("train", "train"), ("render", "render")):
+        assert f"{stage} {STAGES[stage].summary} [needs the {extra} extra]" in lines
+    assert "needs the" not in STAGES["encode"].help()
+
+
+@pytest.mark.parametrize("stage, missing, flags", [
+    ("train", "lightning", ["--archive", "a.zip", "--stats", "s.json", "--output", "out"]),
+    ("render", "lightning", ["--model", "m.ckpt", "--archive", "a.zip", "--output", "out"]),
+    ("sync", "google_crc32c", ["--bucket", "gs://b", "--output", "m", "--lists", "l", "--shards", "1"]),
+])
+def test_a_stage_whose_extra_is_missing_is_one_line_naming_it(tmp_path, stage, missing, flags):
+    """As on a core install: the stage's module cannot be imported; the user reads which extra to install."""
+    probe = f"import sys\nsys.modules[{missing!r}] = None\nfrom sign_vq.cli import main\nsys.exit(main({[stage, *flags]!r}))"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().endswith(
+        f"sign-vq {stage}: needs the {stage} extra (no module {missing!r}): pip install 'sign-vq[{stage}]'")
+    assert len(run.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 def test_global_flags_before_or_after_the_stage(flags):
     rest = ["--model", "m.ckpt", "--output", "o", "x.pose"]
     assert build_parser("encode").parse_args(["encode", *rest]).verbose is False

@@ -21,6 +21,19 @@ def pip(venv: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(venv / "bin" / "pip"), *args], capture_output=True, text=True)
 
 
+def assert_extras_named(sign_vq: str, tmp_path: Path) -> None:
+    """On a core install, a stage of an extra shows its help and refuses to run with one line naming the extra."""
+    listed = subprocess.run([sign_vq, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "[needs the train" in listed and "[needs the render" in listed
+    flags = {"train": ["--archive", "a.zip", "--stats", "s.json"], "render": ["--model", "m", "--archive", "a.zip"],
+             "sync": ["--bucket", "gs://b", "--lists", "l", "--shards", "1"]}
+    for stage, rest in flags.items():
+        subprocess.run([sign_vq, stage, "--help"], capture_output=True, check=True)
+        run = subprocess.run([sign_vq, stage, *rest, "--output", str(tmp_path / stage)], capture_output=True, text=True)
+        assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr[-2000:]
+        assert run.stderr.strip().endswith(f"pip install 'sign-vq[{stage}]'"), run.stderr
+
+
 @pytest.mark.slow
 def test_core_install_runs_encode_and_reconstruct(trained, tmp_path):
     source = tmp_path / "src"  # what a source distribution holds; building here keeps the checkout clean
@@ -40,6 +53,7 @@ def test_core_install_runs_encode_and_reconstruct(trained, tmp_path):
     sign_vq = str(venv / "bin" / "sign-vq")
     version = subprocess.run([sign_vq, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("sign-vq ")
+    assert_extras_named(sign_vq, tmp_path)
     recon = tmp_path / "recon"
     run = subprocess.run([sign_vq, "reconstruct", "--model", str(trained.model), "--output", str(recon),
                           str(EXAMPLES / "lexicon" / "essen.pose")], capture_output=True, text=True)

@@ -1,0 +1,78 @@
+"""The flags of the stages whose modules load torch, Lightning or an extra (sync, train, render, encode, decode,
+reconstruct, repair, export), kept apart from them: `sign-vq <stage> --help` imports this module, never torch or Lightning,
+and works on a core install. The lighter stages (normalize, stats, archive) declare their own flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _sync(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bucket", required=True, metavar="gs://BUCKET[/PREFIX]", help="bucket (and folder) to mirror")
+    parser.add_argument("--output", type=Path, required=True, metavar="MIRROR_DIR", help="mirror folder")
+    parser.add_argument("--lists", type=Path, required=True, metavar="LISTS_DIR", help="folder of shard lists")
+    parser.add_argument("--shards", type=int, required=True, metavar="K", help="number of shard lists")
+    parser.add_argument("--threads", type=int, default=8, metavar="N", help="parallel downloads (default 8)")
+    parser.add_argument("--delete-removed", action="store_true",
+                        help="delete mirrored files whose object was removed from the bucket (default: keep)")
+    parser.add_argument("--anonymous", action="store_true", help="no credentials (public buckets)")
+    parser.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="retries per object after a failure (default 5)")
+    parser.add_argument("--retry-wait", type=float, default=0.5, metavar="SECONDS",
+                        help="first wait before a retry; doubles each time (default 0.5)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="per-request timeout (default 120)")
+    parser.add_argument("--verify", action="store_true",
+                        help="re-checksum local files even when the manifest says they are up to date")
+
+
+def _train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (its `train` section is used; defaults if omitted)")
+    parser.add_argument("--archive", required=True, type=Path, help="training archive from `sign-vq archive`")
+    parser.add_argument("--stats", required=True, type=Path, help="statistics from `sign-vq stats`")
+    parser.add_argument("--output", required=True, type=Path, help="training folder (checkpoints, logs, model.ckpt)")
+
+
+def _render(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
+    parser.add_argument("--archive", required=True, type=Path, help="archive from `sign-vq archive`")
+    parser.add_argument("--output", required=True, type=Path, help="folder for metrics.json, metrics.png, videos/")
+    parser.add_argument("--num-poses", type=int, default=4, help="validation poses rendered as videos (default 4)")
+    parser.add_argument("--max-frames", type=int, default=200, help="frames per video at most (default 200)")
+    parser.add_argument("--no-gif", action="store_true", help="write mp4 videos only")
+    parser.add_argument("--metric-poses", type=int, default=None, help="limit metrics to the first this many poses (default and 0: all)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def _inference(parser: argparse.ArgumentParser, stage: str) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda, cuda:1)")
+    if stage == "encode":
+        parser.add_argument("--output", required=True, type=Path,
+                            help="FILE.csv: one codes corpus (a row per pose); otherwise a folder of .npy per pose")
+        parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                            help=".pose files, folders of them, shards or archives (.zip)")
+    elif stage == "decode":
+        parser.add_argument("--output", required=True, type=Path, help="output folder: one .pose per id")
+        parser.add_argument("--fps", type=float, help="frame rate of poses decoded from .npy (a corpus has its own)")
+        parser.add_argument("inputs", nargs="+", type=Path, metavar="CODES",
+                            help=".npy files, folders of them, or codes corpora (.csv)")
+    else:
+        parser.add_argument("--output", required=True, type=Path, help="output folder (keeps input relative paths)")
+        parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".pose files or folders of them")
+
+
+def _export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model.ckpt, a training output folder, or a model folder")
+    parser.add_argument("--output", required=True, type=Path, help="the model folder to write (replaced if it is one)")
+    parser.add_argument("--license", default="other", help="the model card's hub license id (default: other)")
+    parser.add_argument("--data", help="what the model was trained on, for the model card (corpus, languages, size)")
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """Declare ``stage``'s flags on ``parser``."""
+    if stage in ("encode", "decode", "reconstruct", "repair"):
+        _inference(parser, stage)
+    else:
+        {"sync": _sync, "train": _train, "render": _render, "export": _export}[stage](parser)
