@@ -39,8 +39,6 @@ def test_help_lists_every_stage_and_imports_none():
     assert out.strip().endswith("IMPORTED []")
 
 
-@pytest.mark.parametrize("flags", [["-v"], ["--verbose"]])
-
 def test_every_stage_help_imports_neither_torch_nor_lightning():
     """`sign-vq STAGE --help` builds the stage's parser from argparse-level code: fast, and on a core install too."""
     probe = (
@@ -77,6 +75,7 @@ def test_a_stage_whose_extra_is_missing_is_one_line_naming_it(tmp_path, stage, m
     assert len(run.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("flags", [["-v"], ["--verbose"]])
 def test_global_flags_before_or_after_the_stage(flags):
     rest = ["--model", "m.ckpt", "--output", "o", "x.pose"]
     assert build_parser("encode").parse_args(["encode", *rest]).verbose is False
