@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,15 @@ from tqdm import tqdm
 
 from sign_vq import preprocess
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open, read_regular
+from sign_vq.fileio import NAME_MAX, atomic_open, read_regular
 from sign_vq.posezip import PoseZip
+from sign_vq.shards import printable
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["id", "fps", "frames", "codes"]
+MAX_DECODE_FRAMES = 100_000  # frames decoded at once (~12.5 KB of memory each: 1.25 GB; 67 minutes at 25 fps)
+MAX_CODE_CHARS = 256  # characters of codes a frame may take in a corpus row (20 codebooks of 11-digit codes)
 POSE_BATCH = 64  # poses read and run together (their windows share forward passes)
 csv.field_size_limit(1 << 30)  # a long pose's codes are one large field
 
@@ -84,6 +88,8 @@ def output_path(folder: Path, item_id: str, suffix: str) -> Path:
     parts = item_id.split("/")
     if not item_id or any(part in ("", ".", "..") for part in parts) or "\\" in item_id or "\0" in item_id:
         raise UserError(f"id {item_id!r}: not a relative path inside the output folder; rename it in the input")
+    if any(len(os.fsencode(part + suffix)) > NAME_MAX for part in parts):
+        raise UserError(f"id {item_id!r}: a file name longer than {NAME_MAX} bytes; shorten it in the input")
     return folder.joinpath(*parts[:-1], parts[-1] + suffix)
 
 
@@ -118,8 +124,11 @@ def _row_reader(name: str, row: dict) -> Callable[[], tuple[np.ndarray, float]]:
     def read() -> tuple[np.ndarray, float]:
         try:
             fps, frames = float(row["fps"]), int(row["frames"])
+            if frames > MAX_DECODE_FRAMES or len(row["codes"]) > MAX_CODE_CHARS * max(frames, 1):
+                raise UserError(f"{name}: {frames} frames ({len(row['codes'])} characters of codes); decode takes at "
+                                f"most {MAX_DECODE_FRAMES} frames a row: split the pose's codes into several rows")
             codes = np.array(row["codes"].split(), dtype=np.int64)
-        except (TypeError, ValueError, AttributeError) as error:
+        except (TypeError, ValueError, AttributeError, OverflowError) as error:
             raise UserError(f"{name}: bad row ({error}); expected {','.join(COLUMNS)} as `sign-vq encode` writes")
         if frames <= 0 or len(codes) % frames:
             raise UserError(f"{name}: {len(codes)} codes do not make {frames} frames of equal width")
@@ -170,13 +179,20 @@ def codes_row(pose_id: str, fps: float, codes: np.ndarray) -> list[str]:
     return [pose_id, repr(float(fps)), str(len(codes)), " ".join(map(str, np.asarray(codes).ravel().tolist()))]
 
 
-def write_corpus(path: Path, rows: Iterable[tuple[str, float, np.ndarray]]) -> int:
-    """Write (id, fps, codes) rows as they come into the codes corpus ``path`` (atomically); returns the row count."""
+def write_corpus(path: Path, rows: Iterable[tuple[str, float, np.ndarray]], errors: list[str]) -> int:
+    """Write (id, fps, codes) rows as they come into the codes corpus ``path`` (atomically); returns the row count.
+    An id that is not UTF-8 (a file name's raw bytes) cannot be a row: it goes to ``errors``, the rest is written."""
     count = 0
     with atomic_open(path) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
         for pose_id, fps, codes in rows:
+            try:
+                pose_id.encode("utf-8")
+            except UnicodeEncodeError:
+                errors.append(f"{printable(pose_id)}: the name is not valid UTF-8, so the codes corpus cannot hold it; "
+                              "rename the file")
+                continue
             writer.writerow(codes_row(pose_id, fps, codes))
             count += 1
     return count

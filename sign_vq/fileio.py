@@ -17,10 +17,15 @@ import stat
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+NAME_MAX = 255  # bytes of one file name on Linux file systems
+
 
 def _temporary_name(path: Path, suffix: str = ".tmp") -> Path:
-    """A fresh hidden name beside ``path``: ``.NAME.<random><suffix>``."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(8)}{suffix}")
+    """A fresh hidden name beside ``path``: ``.NAME.<random><suffix>``, NAME cut so that it fits in
+    :data:`NAME_MAX` bytes."""
+    tail = f".{secrets.token_hex(8)}{suffix}"
+    name = os.fsencode(path.name)[: NAME_MAX - 1 - len(tail)]
+    return path.with_name(f".{os.fsdecode(name)}{tail}")
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ DECODE_FRAME = 512  # pixels: decode output frame (pose-format's normalize_pose_
 DECODE_SHIFT = 1.25  # shoulder widths from the shoulder centre to the frame's edge
 WINDOW_BATCH = 64  # windows per forward pass
 PAD_STEP = 16  # windows are padded to a multiple of this many frames (see windowed)
+MAX_FPS = 10_000.0  # frame rates decode writes (a .pose stores fps as float32)
 
 
 # ---------------------------------------------------------------------------------------------------------- windows
@@ -173,6 +174,9 @@ def check_codes(model: PoseFSQAutoencoder, codes: np.ndarray, name: str) -> np.n
         )
     if not np.issubdtype(codes.dtype, np.integer):
         raise UserError(f"{name}: codes of dtype {codes.dtype}; expected integers (as `sign-vq encode` writes)")
+    if len(codes) > corpus.MAX_DECODE_FRAMES:
+        raise UserError(f"{name}: {len(codes)} frames; decode takes at most {corpus.MAX_DECODE_FRAMES} at once: "
+                        "split the codes")
     codes = codes.astype(np.int64)
     low, high = int(codes.min()), int(codes.max())
     if low < 0 or high >= model.codebook_size:
@@ -210,9 +214,9 @@ def placed_pose(normalized: np.ndarray, fps: float) -> Pose:
 
 
 def check_fps(fps: float, name: str) -> float:
-    """``fps`` if it is a positive finite frame rate; else a UserError naming ``name``."""
-    if not fps > 0 or not math.isfinite(fps):
-        raise UserError(f"{name}: fps {fps}; expected a positive frame rate")
+    """``fps`` if it is a frame rate above 0 and at most :data:`MAX_FPS`; else a UserError naming ``name``."""
+    if not 0 < fps <= MAX_FPS:  # also NaN
+        raise UserError(f"{name}: fps {fps}; expected a positive frame rate up to {MAX_FPS}")
     return fps
 
 
@@ -238,11 +242,17 @@ def normalized(pose: PoseLike) -> tuple[np.ndarray, np.ndarray]:
         pose.write(buffer)
         result = preprocess.preprocess_bytes(buffer.getvalue(), "the given Pose")
         return result.data, result.mask
+    expected = f"frames x {skeleton.NUM_POINTS} x {skeleton.DIMS}"
+    if not isinstance(pose, np.ndarray) or not np.issubdtype(pose.dtype, np.number):
+        kind = f"an array of dtype {pose.dtype}" if isinstance(pose, np.ndarray) else f"a {type(pose).__name__}"
+        raise UserError(f"{kind}: expected a .pose path, a pose_format Pose or a number array {expected}")
     array = np.ma.masked_invalid(pose)
     if array.shape[1:] != (skeleton.NUM_POINTS, skeleton.DIMS) or not len(array):
-        expected = f"frames x {skeleton.NUM_POINTS} x {skeleton.DIMS}"
         raise UserError(f"a pose array of shape {array.shape}; expected {expected} (normalized, NaN where missing)")
-    return array.filled(0), np.ma.getmaskarray(array).any(-1)
+    mask = np.ma.getmaskarray(array).any(-1)
+    if mask.all():
+        raise UserError("a pose array with no observed point (all NaN or masked); nothing to encode")
+    return array.filled(0), mask
 
 
 def encode(model: PoseFSQAutoencoder, poses: PoseLike | Sequence[PoseLike]) -> np.ndarray | list[np.ndarray]:
@@ -377,7 +387,7 @@ def _write_batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: 
     """Run encode/decode and write its outputs; returns how many were written."""
     results = _batched(model, args, errors)
     if args.stage == "encode" and args.output.suffix == ".csv":
-        return corpus.write_corpus(args.output, ((i, fps, codes) for i, (fps, codes) in results))
+        return corpus.write_corpus(args.output, ((i, fps, codes) for i, (fps, codes) in results), errors)
     written: set[Path] = set()
     for pose_id, result in results:
         try:
@@ -411,10 +421,22 @@ def _write_per_file(model: PoseFSQAutoencoder, args: argparse.Namespace, errors:
     return len(files) - len(errors)
 
 
+def prepare_output(output: Path, corpus_file: bool) -> None:
+    """Make the output folder (or the corpus file's folder); a file or folder in the way is a UserError."""
+    if corpus_file and output.is_dir():
+        raise UserError(f"--output {output}: a folder; name a FILE.csv for the codes corpus")
+    try:
+        (output.parent if corpus_file else output).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--output {output}: cannot make the output folder ({error.strerror}: a file is in the way); "
+                        "name a folder") from None
+
+
 def run(args: argparse.Namespace) -> int:
     model = _model(args)
     errors: list[str] = []
     batched = args.stage in ("encode", "decode")
+    prepare_output(args.output, args.stage == "encode" and args.output.suffix == ".csv")
     written = (_write_batched if batched else _write_per_file)(model, args, errors)
     log.info("%s: %d written to %s", args.stage, written, args.output)
     if errors:

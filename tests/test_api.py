@@ -74,3 +74,17 @@ def test_bad_arrays_are_user_errors(model):
         sign_vq.encode(model, np.zeros((5, 10, 3)))
     with pytest.raises(sign_vq.errors.UserError, match="codes out of range"):
         sign_vq.decode(model, np.full((4, 2), 5000))
+
+
+@pytest.mark.parametrize(
+    "pose, message",
+    [(None, "a NoneType: expected a .pose path, a pose_format Pose or a number array frames x 178 x 3"),
+     (np.array([object()] * 3), "an array of dtype object: expected a .pose path"),
+     (np.full((4, 178, 3), np.nan), "a pose array with no observed point (all NaN or masked); nothing to encode"),
+     (np.ma.masked_all((4, 178, 3)), "a pose array with no observed point")],
+    ids=["none", "objects", "all-nan", "all-masked"],
+)
+def test_inputs_that_are_no_pose_or_hold_no_point_are_refused(model, pose, message):
+    with pytest.raises(sign_vq.errors.UserError) as error:
+        sign_vq.encode(model, pose)
+    assert str(error.value).startswith(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,74 @@ def test_ids_cannot_leave_the_output_folder(model, tmp_path, caplog):
     assert written == ["deep/out/ok/sub.pose"]
     for bad in ("../evil", "/abs/x", "a/./b"):
         assert f"id {bad!r}: not a relative path inside the output folder" in caplog.text
+
+
+# ------------------------------------------------------------------------ hostile names and values (issue 21)
+
+LONG_POSE = EXAMPLES / "lexicon" / "essen.pose"
+
+
+def one_line_errors(caplog) -> str:
+    text = caplog.text
+    assert "Traceback" not in text and all(len(r.getMessage().splitlines()) == 1 for r in caplog.records)
+    return text
+
+
+def test_a_file_name_that_is_not_utf8_loses_only_its_own_row(model, tmp_path, caplog):
+    folder = tmp_path / "poses"
+    folder.mkdir()
+    (folder / "essen.pose").symlink_to(LONG_POSE)
+    os.symlink(LONG_POSE, os.path.join(os.fsencode(folder), b"bad-\xff.pose"))
+    table = tmp_path / "codes.csv"
+    with caplog.at_level(logging.ERROR):
+        assert main(["encode", "--model", str(model), "--output", str(table), str(folder)]) == 2
+    assert "bad-\\xff: the name is not valid UTF-8, so the codes corpus cannot hold it" in one_line_errors(caplog)
+    assert list(read_corpus(table)) == ["essen"]
+
+
+def test_decode_refuses_rows_beyond_its_frame_limit_before_reading_them(model, tmp_path, caplog):
+    frames = corpus.MAX_DECODE_FRAMES + 1
+    table = tmp_path / "codes.csv"
+    table.write_text(f"id,fps,frames,codes\nlong,25,{frames},1 2\nlying,25,1,{'1 2 ' * 200}\nok,25,1,1 2\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["decode", "--model", str(model), "--output", str(tmp_path / "out"), str(table)]) == 2
+    text = one_line_errors(caplog)
+    assert f"{table}:2: {frames} frames (3 characters of codes); decode takes at most" in text
+    assert f"{table}:3: 1 frames (800 characters of codes); decode takes at most" in text
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["ok.pose"]
+    with pytest.raises(sign_vq.errors.UserError, match=f"codes 0: {frames} frames; decode takes at most"):
+        sign_vq.decode(sign_vq.load(model), np.zeros((frames, 2), np.int64))
+
+
+def test_huge_values_in_a_corpus_and_long_names_are_one_line_errors(model, tmp_path, caplog):
+    long_id = "x" * 250  # its .pose fits in 255 bytes; the temporary name beside it did not
+    table = tmp_path / "codes.csv"
+    table.write_text(f"id,fps,frames,codes\nhuge-code,25,1,{10**30} 1\nhuge-fps,1e308,1,1 2\n{long_id},25,1,1 2\n"
+                     f"{'y' * 260},25,1,1 2\n")
+    with caplog.at_level(logging.ERROR):
+        assert main(["decode", "--model", str(model), "--output", str(tmp_path / "out"), str(table)]) == 2
+    text = one_line_errors(caplog)
+    assert f"{table}:2: bad row" in text and f"{table}:3: fps 1e+308; expected a positive frame rate up to" in text
+    assert f"a file name longer than 255 bytes; shorten it in the input" in text
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{long_id}.pose"]
+    with pytest.raises(sign_vq.errors.UserError, match="fps 1e[+]300; expected a positive frame rate"):
+        sign_vq.decode(sign_vq.load(model), np.zeros((3, 2), np.int64), fps=1e300)
+
+
+@pytest.mark.parametrize("stage", ["encode", "decode", "reconstruct"])
+def test_an_output_folder_that_is_an_existing_file_is_one_line(model, tmp_path, caplog, stage):
+    existing = tmp_path / "taken"
+    existing.write_text("mine")
+    extra = ["--fps", "25"] if stage == "decode" else []
+    source = tmp_path / "a.npy" if stage == "decode" else LONG_POSE
+    np.save(tmp_path / "a.npy", np.zeros((3, 2), np.int32))
+    for output in (existing, existing / "sub"):
+        with caplog.at_level(logging.ERROR):
+            assert main([stage, "--model", str(model), *extra, "--output", str(output), str(source)]) == 2
+        assert f"--output {output}: cannot make the output folder" in one_line_errors(caplog)
+    assert existing.read_text() == "mine"
+    with caplog.at_level(logging.ERROR):
+        assert main(["encode", "--model", str(model), "--output", str(tmp_path), str(LONG_POSE)]) == 0  # a folder
+        (tmp_path / "folder.csv").mkdir()
+        assert main(["encode", "--model", str(model), "--output", str(tmp_path / "folder.csv"), str(LONG_POSE)]) == 2
+    assert "folder.csv: a folder; name a FILE.csv for the codes corpus" in one_line_errors(caplog)
