@@ -16,8 +16,9 @@
 Only the first person of a multi-person file is used. Poses longer than the model's ``max_frames``
 are cut into equal windows of at most that many frames (a function of the frame count only, so
 ``decode(encode(x))`` equals the windowed reconstruction); windows of several poses share a forward pass
-(:func:`windowed`). A folder input keeps its relative paths under the output folder; a bad input is reported (naming
-the file) and skipped, and the command then exits 2. Runs on CPU unless ``--device`` says otherwise; imports only the
+(:func:`windowed`). ``decode`` takes at most :data:`~sign_vq.corpus.MAX_DECODE_FRAMES` frames at once. A folder
+input keeps its relative paths under the output folder; a bad input is reported (naming the file) and skipped, and
+the command then exits 2. Runs on CPU unless ``--device`` says otherwise; imports only the
 core dependencies (never Lightning, W&B or video libraries).
 """
 
