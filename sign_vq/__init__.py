@@ -2,7 +2,7 @@
 
 The Python API in three lines (imported on first use, so ``import sign_vq`` stays light)::
 
-    model = sign_vq.load("results/model")        # a .ckpt or a training folder; device="cuda" for a GPU
+    model = sign_vq.load("results/model")        # a .ckpt, a training or model folder, or a hub org/name
     codes = sign_vq.encode(model, "my.pose")     # frames x codebooks; also a pose_format.Pose, an array, or a list
     poses = sign_vq.decode(model, codes, fps=25)  # a pose_format.Pose (or a list, for a list of codes)
 """

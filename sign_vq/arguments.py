@@ -1,6 +1,6 @@
 """The flags of the stages whose modules load torch, Lightning or an extra (sync, train, render, encode, decode,
-reconstruct, repair, export), kept apart from them: `sign-vq <stage> --help` imports this module, never torch or Lightning,
-and works on a core install. The lighter stages (normalize, stats, archive) declare their own flags."""
+reconstruct, repair, export), kept apart from them: `sign-vq <stage> --help` imports this module, never torch or
+Lightning, and works on a core install. The lighter stages (normalize, stats, archive) declare their own flags."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def _render(parser: argparse.ArgumentParser) -> None:
 
 
 def _inference(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="model.ckpt, a training folder, a model folder (`sign-vq export`) or a hub org/name")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda, cuda:1)")
     if stage == "encode":
         parser.add_argument("--output", required=True, type=Path,

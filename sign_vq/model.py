@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import FSQ
 
-from sign_vq import skeleton
+from sign_vq import hub, skeleton
 from sign_vq.config import TrainConfig, as_dict, train_config
 from sign_vq.errors import UserError
 
@@ -282,6 +282,11 @@ def _check_contents(path: Path, checkpoint: object) -> None:
             f"{path}: not a sign-vq checkpoint: expected `hyper_parameters.config` and `state_dict`, found {found}; "
             "use a model.ckpt written by `sign-vq train`"
         )
+    check_weights(path, state)
+
+
+def check_weights(path: Path, state: dict) -> None:
+    """A UserError naming ``path`` unless every entry of ``state`` is a tensor of finite values."""
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise UserError(f"{path}: not a sign-vq checkpoint: state_dict entry {name} is a {type(value).__name__}")
@@ -324,24 +329,35 @@ def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
     return "; ".join(problems)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PoseFSQAutoencoder:
-    """Load a trained model from a `.ckpt` file or a training output folder (its `model.ckpt`)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.ckpt"
-    checkpoint = read_checkpoint(path, map_location)
-    hyper = train_config(checkpoint["hyper_parameters"]["config"], f"{path} (its saved config)")
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+def build_model(path: Path, hyper: TrainConfig, state: dict[str, torch.Tensor]) -> PoseFSQAutoencoder:
+    """The model of ``hyper`` with the weights ``state`` (read from ``path``, named in errors), in eval mode."""
     try:
         model = PoseFSQAutoencoder(**model_kwargs(hyper))
     except (UserError, AssertionError, ValueError, RuntimeError) as error:
         raise UserError(f"{path}: its saved model configuration cannot build a model ({error})") from None
     problem = _mismatch(model, state)
     if problem:
-        raise UserError(f"{path}: checkpoint does not match its model configuration: {problem}")
+        raise UserError(f"{path}: does not match its model configuration: {problem}")
     model.load_state_dict(state)
+    model.std.clamp_(min=STD_FLOOR)  # as the constructor does with the statistics it is given
     model.train_config = hyper
     return model.eval()
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> PoseFSQAutoencoder:
+    """Load a trained model: a `.ckpt` file, a training output folder (its `model.ckpt`), a model folder written by
+    `sign-vq export` (read on the CPU), or a hub repository ``org/name`` (see :mod:`sign_vq.hub`)."""
+    path = hub.resolve(path)
+    if hub.is_model_folder(path):
+        hyper, state = hub.read_folder(path)
+        check_weights(path / hub.WEIGHTS, state)
+        return build_model(path / hub.WEIGHTS, hyper, state)
+    if path.is_dir():
+        path = path / "model.ckpt"
+    checkpoint = read_checkpoint(path, map_location)
+    hyper = train_config(checkpoint["hyper_parameters"]["config"], f"{path} (its saved config)")
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    return build_model(path, hyper, state)
 
 
 def load_on(model: Path, device: str = "cpu") -> PoseFSQAutoencoder:
