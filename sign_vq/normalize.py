@@ -21,7 +21,7 @@ from sign_vq import preprocess
 from sign_vq.errors import BadPoseError, UserError
 from sign_vq.fileio import write_json
 from sign_vq.posezip import PoseZipWriter
-from sign_vq.shards import read_list
+from sign_vq.shards import read_list, scan_poses
 from sign_vq.stats import PointStats
 
 REPORT = ".report.json"  # beside a written shard: counts and every skipped file with its reason
@@ -64,10 +64,13 @@ def normalize_shard(
     max_bad_fraction: float = 0.5,
     outlier_limit: float = preprocess.DEFAULT_OUTLIER_LIMIT,
     fix_wrists: bool = True,
+    skipped: Iterable[tuple[str, str]] = (),
 ) -> dict:
-    """Normalize ``files`` into the shard ``output``; returns the report (also written beside the shard)."""
+    """Normalize ``files`` into the shard ``output``; returns the report (also written beside the shard).
+    ``skipped``: (path, reason) of input entries that are no pose files to read (`shards.scan_poses`), bad files."""
     stats = PointStats.zeros()
-    bad: list[dict] = []
+    bad: list[dict] = [{"file": path, "reason": reason} for path, reason in skipped]
+    total = len(files) + len(bad)
     frames = outliers = 0
     with PoseZipWriter(output) as writer:
         for path in tqdm(files, desc=f"normalize {output.name}", unit="file", disable=None):
@@ -84,21 +87,21 @@ def normalize_shard(
             outliers += pose.outliers
         report = {
             "shard": str(output),
-            "files": len(files),
+            "files": total,
             "ok": len(writer),
             "bad": len(bad),
             "frames": frames,
             "outlier_points": outliers,
             "bad_files": bad,
         }
-        fraction = len(bad) / max(len(files), 1)
-        if not files or fraction > max_bad_fraction:  # raising inside the block discards the shard
+        fraction = len(bad) / max(total, 1)
+        if not total or fraction > max_bad_fraction:  # raising inside the block discards the shard
             failed = report_path(output, FAILED)
             write_json(failed, report)
             raise UserError(
-                f"{output}: {len(bad)} of {len(files)} files are bad ({fraction:.0%} > --max-bad-fraction "
+                f"{output}: {len(bad)} of {total} files are bad ({fraction:.0%} > --max-bad-fraction "
                 f"{max_bad_fraction:.0%}); no shard written — see {failed} for each file's reason"
-                if files
+                if total
                 else f"{output}: the shard has no input files; check the file list"
             )
         writer.close(stats=stats.to_dict(), report={k: v for k, v in report.items() if k != "bad_files"})
@@ -132,8 +135,10 @@ def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
     parser.add_argument("--output", required=True, type=Path, help="shard to write (.zip)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--files-from", type=Path, metavar="LIST", help="text file listing .pose files")
-    source.add_argument("inputs", nargs="*", type=Path, default=[], metavar="INPUT", help=".pose files")
-    parser.add_argument("--root", type=Path, help="pose ids are paths relative to this folder")
+    source.add_argument("inputs", nargs="*", type=Path, default=[], metavar="INPUT",
+                        help=".pose files or folders of them (searched recursively)")
+    parser.add_argument("--root", type=Path,
+                        help="pose ids are paths relative to this folder (default: the folder given as the only INPUT)")
     parser.add_argument("--max-bad-fraction", type=number_in(0, 1), default=0.5,
                         help="fail above this fraction of bad files (0 to 1)")
     parser.add_argument("--outlier-limit", type=number_in(0, math.inf, low_open=True),
@@ -144,12 +149,29 @@ def add_arguments(parser: argparse.ArgumentParser, _stage: str) -> None:
                         help="keep the body-model wrists instead of the hand-model wrists")
 
 
+def input_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files ``inputs`` name, a folder standing for its `*.pose` files (recursively, `shards.scan_poses`), and
+    the entries of those folders that cannot be read as pose files, with the reason."""
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for item in inputs:
+        if item.is_dir():
+            listing = scan_poses(item)
+            files += map(Path, listing.files)
+            skipped += listing.skipped
+        else:
+            files.append(item)
+    return files, skipped
+
+
 def run(args: argparse.Namespace) -> int:
-    files = read_list(args.files_from) if args.files_from else args.inputs
+    files, skipped = (read_list(args.files_from), []) if args.files_from else input_files(args.inputs)
+    folder = args.inputs[0] if len(args.inputs) == 1 and args.inputs[0].is_dir() else None
     normalize_shard(
         files,
         args.output,
-        root=args.root,
+        root=args.root or folder,
+        skipped=skipped,
         max_bad_fraction=args.max_bad_fraction,
         outlier_limit=args.outlier_limit,
         fix_wrists=args.fix_wrists,

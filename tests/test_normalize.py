@@ -288,6 +288,30 @@ def test_cli_relative_file_list(tmp_path, data_dir):
     assert [e["id"] for e in PoseZip(tmp_path / "s.zip").entries] == ["lexicon/essen", "lexicon/pizza"]
 
 
+def test_cli_normalize_takes_folders_like_encode(tmp_path, some_good):
+    """A folder stands for its *.pose files (recursively, as for `encode`); the ids are relative to a folder given
+    alone, else to --root; what cannot be a pose file there is a bad file of the report, never opened."""
+    folder = tmp_path / "poses"
+    (folder / "sub").mkdir(parents=True)
+    for name, path in zip("abc", some_good):
+        (folder / "sub" / f"{name}.pose").symlink_to(path)
+    (folder / "notes.txt").write_text("not a pose")
+    os.mkfifo(folder / "fifo.pose")
+    (folder / "dir.pose").mkdir()
+    shard = tmp_path / "s.zip"
+    assert main(["normalize", "--output", str(shard), str(folder)]) == 0
+    assert [e["id"] for e in PoseZip(shard).entries] == ["sub/a", "sub/b", "sub/c"]
+    report = report_of(shard)
+    assert (report["files"], report["ok"]) == (5, 3)
+    assert [(bad["file"], bad["reason"]) for bad in report["bad_files"]] == [
+        (str(folder / "dir.pose"), "a folder, not a pose file"), (str(folder / "fifo.pose"), "not a regular file")]
+
+    (tmp_path / "d.pose").symlink_to(some_good[3])
+    mixed = tmp_path / "mixed.zip"
+    assert main(["normalize", "--output", str(mixed), "--root", str(tmp_path), str(folder), str(tmp_path / "d.pose")]) == 0
+    assert [e["id"] for e in PoseZip(mixed).entries] == ["poses/sub/a", "poses/sub/b", "poses/sub/c", "d"]  # in input order
+
+
 def test_cli_fails_with_exit_status_2(tmp_path, some_good, real_bad):
     shard = tmp_path / "s.zip"
     status = main(["normalize", "--output", str(shard), "--max-bad-fraction", "0.1", str(some_good[0]), *map(str, real_bad)])
