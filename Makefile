@@ -24,10 +24,10 @@ demo: setup
 	$(BIN)/snakemake --profile $(PROFILE) --report results/report.zip
 
 test: setup
-	$(BIN)/python -m pytest -x -q --durations=15
+	$(BIN)/python -m pytest -x -q -rs --durations=15
 
 test-fast: setup
-	$(BIN)/python -m pytest -x -q -m "not slow"
+	$(BIN)/python -m pytest -x -q -rs -m "not slow"
 
 bench: setup
 	$(BIN)/python -m benchmarks

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,33 @@ def test_core_install_runs_encode_and_reconstruct(trained, tmp_path):
     rows = list(csv.DictReader(table.open()))
     width = load_model(trained.model).num_codebooks
     assert len(rows) == len(trained.files) and all(len(r["codes"].split()) == width * int(r["frames"]) for r in rows)
+
+
+def test_the_sdist_is_the_package_without_the_tests(tmp_path):
+    """The tests need the repository (examples, workflow, test data): the source distribution leaves them out."""
+    source = tmp_path / "src"
+    for name in ("sign_vq", "tests"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy(REPO / name, source / name)
+    build = "from setuptools import build_meta; print(build_meta.build_sdist('dist'))"
+    built = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True, check=True)
+    with tarfile.open(source / "dist" / built.stdout.split()[-1]) as sdist:
+        members = {name.partition("/")[2] for name in sdist.getnames()}
+    assert "sign_vq/cli.py" in members and "sign_vq/config.schema.yaml" in members
+    assert not [name for name in members if name.startswith("tests")]
+
+
+def test_make_test_says_why_tests_were_skipped():
+    recipes = re.findall(r"(?m)^(test|test-fast): .*\n\t(.*)$", (REPO / "Makefile").read_text())
+    assert [name for name, _ in recipes] == ["test", "test-fast"]
+    assert all("pytest" in line and " -rs " in line for _, line in recipes)
+
+
+def test_git_ignores_run_and_build_outputs():
+    paths = ["results/x", "results-mine/model/model.ckpt", "build/lib/x.py", "dist/sign_vq-0.1.0.tar.gz"]
+    ignored = subprocess.run(["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True).stdout
+    assert ignored.split() == paths
 
 
 # tests that read real pose files (test_inference and test_render too, after training a model: left out for time)
