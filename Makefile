@@ -42,6 +42,10 @@ bench-quality-bounds: setup
 bench-scale: setup  # SCALE_ARGS="--sizes 10000,100000" for a shorter run
 	$(BIN)/python -m benchmarks.bench_scale $(SCALE_ARGS)
 
+.PHONY: bench-workflow
+bench-workflow: setup  # WORKFLOW_ARGS="--sizes 20000,100000 --no-run" for a shorter run
+	$(BIN)/python -m benchmarks.bench_workflow $(WORKFLOW_ARGS)
+
 .PHONY: bench-gpu
 bench-gpu: setup  # the GPU check (docs/gpu.md); GPU_ARGS="--device cpu --quick" for the 1-minute CPU variant
 	$(BIN)/python -m benchmarks.gpu --output results/gpu.json $(GPU_ARGS)

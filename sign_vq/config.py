@@ -300,6 +300,7 @@ class ArchiveConfig:
 @dataclass(frozen=True)
 class RenderConfig:
     num_poses: int
+    metric_poses: int
     max_frames: int
     gif: bool
 

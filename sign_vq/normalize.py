@@ -78,7 +78,7 @@ def normalize_shard(
                 name = pose_id(path, root)
                 pose = preprocess.preprocess_file(path, outlier_limit=outlier_limit, fix_wrists=fix_wrists)
             except BadPoseError as error:
-                log.warning("skipped: %s", error)
+                log.warning("%s: skipped %s", output, error)
                 bad.append({"file": str(path), "reason": str(error)})
                 continue
             stats.add_values(pose.data, pose.mask)

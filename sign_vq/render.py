@@ -192,12 +192,12 @@ def render(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.num_poses < 0 or args.max_frames < 1 or (args.metric_poses is not None and args.metric_poses < 1):
-        raise UserError("--num-poses must be >= 0, --max-frames and --metric-poses >= 1")
+    if args.num_poses < 0 or args.max_frames < 1 or (args.metric_poses or 0) < 0:
+        raise UserError("--num-poses and --metric-poses must be >= 0, --max-frames >= 1")
     model = load_on(args.model, args.device)
     render(
         model, PoseZip(args.archive), args.output,
-        num_poses=args.num_poses, max_frames=args.max_frames, gif=not args.no_gif, metric_poses=args.metric_poses,
+        num_poses=args.num_poses, max_frames=args.max_frames, gif=not args.no_gif, metric_poses=args.metric_poses or None,
     )
     return 0
 

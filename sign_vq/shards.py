@@ -14,6 +14,7 @@ shard.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import itertools
 import logging
@@ -22,7 +23,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from sign_vq.errors import UserError
 from sign_vq.fileio import write_text_if_changed
@@ -42,8 +43,8 @@ class Listing:
     skipped there: (path, reason) pairs."""
 
     files: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    mtimes: list[int] = field(default_factory=list)
+    sizes: array.array = field(default_factory=lambda: array.array("q"))  # compact: 8 bytes a file
+    mtimes: array.array = field(default_factory=lambda: array.array("q"))
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, path: str, size: int, mtime_ns: int) -> None:
@@ -55,13 +56,13 @@ class Listing:
         """Files (with their sizes and mtimes) and skipped entries in path order."""
         order = sorted(range(len(self.files)), key=self.files.__getitem__)
         self.files = [self.files[i] for i in order]
-        self.sizes = [self.sizes[i] for i in order]
-        self.mtimes = [self.mtimes[i] for i in order]
+        self.sizes = array.array("q", (self.sizes[i] for i in order))
+        self.mtimes = array.array("q", (self.mtimes[i] for i in order))
         self.skipped.sort()
 
-    def fingerprints(self) -> list[str]:
+    def fingerprints(self) -> Iterator[str]:
         """Each file's `size<TAB>mtime_ns`: its list line changes when the file is rewritten."""
-        return [f"{size}\t{mtime}" for size, mtime in zip(self.sizes, self.mtimes)]
+        return (f"{size}\t{mtime}" for size, mtime in zip(self.sizes, self.mtimes))
 
     def report(self) -> str:
         """The skipped files as TSV (`path<TAB>reason`, names escaped with `printable`), header first."""
@@ -110,12 +111,11 @@ def relative_key(root: Path) -> Callable[[Path], str]:
     return key
 
 
-def _relative_paths(files: Iterable[Path], start: Path) -> list[str]:
+def _relative_paths(files: Iterable[Path] | Iterable[str], start: Path) -> Iterator[str]:
     """``files`` relative to ``start`` (no symlink resolution; a line that would start with anything but `.` or `/`
     gets `./`, so `read_list` never takes it for a comment or strips its spaces); one `relpath` per folder."""
     start_text = os.path.abspath(start)
     folders: dict[str, str] = {}
-    result = []
     for path in files:
         folder, slash, base = os.fspath(path).rpartition("/")
         prefix = folders.get(folder)
@@ -123,8 +123,7 @@ def _relative_paths(files: Iterable[Path], start: Path) -> list[str]:
             parent = folder or ("/" if slash else ".")
             prefix = folders[folder] = Path(os.path.relpath(os.path.abspath(parent), start_text)).as_posix()
         line = base if prefix == "." else f"{prefix}/{base}"
-        result.append(line if line.startswith((".", "/")) else f"./{line}")
-    return result
+        yield line if line.startswith((".", "/")) else f"./{line}"
 
 
 def shard_texts(
@@ -132,7 +131,7 @@ def shard_texts(
     lists_dir: Path,
     num_shards: int,
     key: Callable[[Path], str] | None = None,
-    fingerprints: list[str] | None = None,
+    fingerprints: Iterable[str] | None = None,
 ) -> list[str]:
     """The text of each of the ``num_shards`` lists for ``files`` (paths relative to ``lists_dir``, sorted).
 
@@ -153,7 +152,12 @@ def shard_texts(
             log.warning("not listed: %s: %s", printable(line), reason)
             continue
         shards[shard_of(key(path), num_shards)].append(line + tail)
-    return ["".join(f"{line}\n" for line in sorted(lines)) for lines in shards]
+    texts = []
+    for lines in shards:  # each shard's lines freed once joined
+        lines.sort()
+        texts.append("".join(f"{line}\n" for line in lines))
+        lines.clear()
+    return texts
 
 
 def local_shard_texts(root: Path, lists_dir: Path, num_shards: int) -> tuple[list[str], Listing]:
@@ -193,9 +197,14 @@ def stage_local_lists(
         if not os.path.exists(path) and not staged.exists():
             staged.parent.mkdir(parents=True, exist_ok=True)
             write_text_if_changed(staged, text)
-        largest = max((size or 0 for _, size in parse_list(text, Path(lists_dir))), default=0)
-        lists[name] = ShardList(path, not text, largest)
+        lists[name] = ShardList(path, not text, largest_size(text))
     return lists, listing
+
+
+def largest_size(text: str) -> int:
+    """The largest size a list's text records (0 if none: an empty list, or bare paths written by hand)."""
+    sizes = (line.split("\t", 2)[1] for line in text.splitlines() if "\t" in line)
+    return max((int(size) for size in sizes if size.isdigit()), default=0)
 
 
 def list_entries(path: Path) -> list[tuple[Path, int | None]]:
@@ -233,7 +242,7 @@ def write_shard_lists(
     lists_dir: Path,
     num_shards: int,
     key: Callable[[Path], str] | None = None,
-    fingerprints: list[str] | None = None,
+    fingerprints: Iterable[str] | None = None,
 ) -> list[Path]:
     """Write all ``num_shards`` lists for ``files`` into ``lists_dir``; returns the list files that changed.
 
@@ -265,7 +274,7 @@ def _stat_usable(entry: os.DirEntry) -> os.stat_result | str:
         return error.strerror or type(error).__name__
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file"
-    if not os.access(entry.path, os.R_OK):
+    if not info.st_mode & stat.S_IROTH and not os.access(entry.path, os.R_OK):  # asked only when not world-readable
         return "not readable (permission denied)"
     return unlistable(entry.path) or info
 

@@ -103,11 +103,15 @@ def test_render_without_gif_falls_back_to_train_and_replaces_old_videos(trained,
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "metrics.json", "metrics.png", "videos"]
     report = json.loads((out / "metrics.json").read_text())
     assert report["split"] == "train" and report["poses"] == len(trained.files)
+    assert main([*args, "--num-poses", "0", "--metric-poses", "2"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["poses"] == 2
+    assert main([*args, "--num-poses", "0", "--metric-poses", "0"]) == 0  # 0: the whole split
+    assert json.loads((out / "metrics.json").read_text())["poses"] == len(trained.files)
 
 
 def test_render_usage_errors_exit_2_and_write_nothing(trained, tmp_path):
     base = ["render", "--model", str(trained.model), "--archive", str(trained.archive), "--output", str(tmp_path / "o")]
-    for flags in (["--num-poses", "-1"], ["--max-frames", "0"], ["--metric-poses", "0"]):
+    for flags in (["--num-poses", "-1"], ["--max-frames", "0"], ["--metric-poses", "-1"]):
         assert main([*base, *flags]) == 2
     assert not (tmp_path / "o").exists()
 

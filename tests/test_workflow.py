@@ -7,6 +7,7 @@ results/. Hostile values (shell syntax, spaces, unicode in paths, bad files in t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -410,6 +411,31 @@ def test_a_rewritten_or_removed_pose_file_reruns_exactly_its_shard(finished_run)
     saved = target.read_bytes()
     assert shard_runs(finished_run, target.unlink) == [f"shard-{shard}.zip"]
     assert shard_runs(finished_run, lambda: target.write_bytes(saved)) == [f"shard-{shard}.zip"]
+
+
+@pytest.mark.slow
+def test_a_hand_edited_list_reruns_its_shard_and_bad_lines_are_skipped_by_name(tmp_path):
+    """A list naming a file that is gone or a file outside the input folder: its shard reruns, reports both in one
+    line each (shard and file), keeps every good pose; nothing else reruns."""
+    workdir = make_workdir(tmp_path / "run")
+    snakemake(workdir, "--until", "archive")
+    lists = workdir / "results" / "lists"
+    edited = max(lists.glob("shard-*-*.txt"), key=lambda path: path.stat().st_size)
+    shard = edited.name.split("-")[1]
+    good = len(edited.read_text().splitlines())
+    outside = tmp_path / "outside.pose"
+    shutil.copy(EXAMPLES / "lexicon" / "pizza.pose", outside)
+    with edited.open("a") as handle:
+        handle.write(f"../../poses/gone.pose\t100\t1\n{outside}\n")
+    result = snakemake(workdir, "--until", "archive")
+    assert stage_jobs(planned_jobs(result.stdout)) == [("archive", ""), ("normalize", f"shard={shard}")]
+    report = json.loads((workdir / "results" / "shards" / f"shard-{shard}.zip.report.json").read_text())
+    assert (report["ok"], report["bad"]) == (good, 2)
+    reasons = {Path(bad["file"]).name: bad["reason"] for bad in report["bad_files"]}
+    assert "No such file" in reasons["gone.pose"] and "gone.pose" in reasons["gone.pose"]
+    assert "outside the input folder" in reasons["outside.pose"] and str(outside) in reasons["outside.pose"]
+    log = (workdir / "results" / "logs" / "normalize" / f"shard-{shard}.log").read_text()
+    assert re.search(rf"shard-{shard}\.zip: skipped .*gone\.pose", log) and "outside.pose" in log
 
 
 @pytest.mark.slow

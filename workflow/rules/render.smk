@@ -41,9 +41,10 @@ rule render:
         cli=SIGN_VQ,
         output=lambda wildcards, output: os.path.dirname(output.metrics),
         num_poses=config["render"]["num_poses"],
+        metric_poses=config["render"]["metric_poses"],
         max_frames=config["render"]["max_frames"],
         gif="" if config["render"]["gif"] else "--no-gif",
     shell:
         "{params.cli} render --model {input.model:q} --archive {input.archive:q}"
-        " --output {params.output:q} --num-poses {params.num_poses}"
+        " --output {params.output:q} --num-poses {params.num_poses} --metric-poses {params.metric_poses}"
         " --max-frames {params.max_frames} {params.gif} > {log:q} 2>&1"
