@@ -1,13 +1,18 @@
 """Where poses and codes come from and go to, streamed: `.pose` files, folders, shards and archives in; a codes
 corpus file (CSV, one row per pose) out and back in.
 
-The codes corpus (``sign-vq encode --output codes.csv``), like the original sign-vq's ``poses_to_codes``::
+The codes corpus (``sign-vq encode --output codes.csv``) has the original sign-vq's columns (its ``poses_to_codes``)::
 
-    id,fps,frames,codes
-    lexicon/essen,24.0,73,417 12 980 3 417 12 981 3 ...
+    file,fps,length,codes
+    lexicon/essen.pose,24.0,73,417 12 980 3 417 12 981 3 ...
 
-``codes`` holds ``frames x num_codebooks`` integers in ``0..codebook_size-1``, frame by frame (the codebooks of
-frame 0, then those of frame 1 ...), separated by single spaces: text tokens a language model reads as they are.
+``file`` is the pose's id with ``.pose``, ``fps`` its frame rate as the file says it (the shortest text of the
+file's float32: 29.97), ``length`` its frame count, and ``codes`` ``length x num_codebooks`` integers in
+``0..codebook_size-1``, frame by frame (the codebooks of frame 0, then those of frame 1 ...), separated by single
+spaces: text tokens a language model reads as they are (``len(codes) / length`` of them a frame). Encoding an archive
+with a train/val split adds a ``split`` column (``train``, ``val``; empty for poses from other inputs). Reading takes
+this layout, the original's (the same columns), and this project's earlier ``id,fps,frames,codes``; other columns
+are ignored, and an id given twice is refused with both line numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from sign_vq.shards import printable
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["id", "fps", "frames", "codes"]
+COLUMNS = ["file", "fps", "length", "codes"]  # the original sign-vq's
+SPLIT = "split"  # the column an archive's train/val split adds
+LAYOUTS = (("file", "length"), ("id", "frames"))  # (id, frame count) columns: this layout, the earlier one
+POSE_SUFFIX = ".pose"  # written after the id in the file column (as the original wrote file names)
 MAX_DECODE_FRAMES = 100_000  # frames decoded at once (~12.5 KB of memory each: 1.25 GB; 67 minutes at 25 fps)
 MAX_CODE_CHARS = 256  # characters of codes a frame may take in a corpus row (20 codebooks of 11-digit codes)
 POSE_BATCH = 64  # poses read and run together (their windows share forward passes)
@@ -45,6 +53,7 @@ class Item:
     id: str
     name: str
     read: Callable[[], object]
+    split: str = ""  # an archive's train/val split
 
 
 def _pose_reader(path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray, float]]:
@@ -67,7 +76,8 @@ def _zip_items(path: Path) -> Iterator[Item]:
     archive = PoseZip(path)
     for index in range(len(archive)):
         entry = archive.entry(index)
-        yield Item(entry["id"], f"{path}:{entry['id']}", _zip_reader(archive, index, float(entry["fps"])))
+        reader = _zip_reader(archive, index, float(entry["fps"]))
+        yield Item(entry["id"], f"{path}:{entry['id']}", reader, entry["split"] or "")
 
 
 def files_of(item: Path, suffix: str) -> list[tuple[Path, str]]:
@@ -98,6 +108,11 @@ def count_poses(inputs: list[Path]) -> int:
     return sum(len(PoseZip(i)) if i.suffix == ".zip" and i.is_file() else len(files_of(i, ".pose")) for i in inputs)
 
 
+def has_splits(inputs: list[Path]) -> bool:
+    """Whether an input is an archive with a train/val split (its codes corpus then gets a ``split`` column)."""
+    return any(i.suffix == ".zip" and i.is_file() and bool(np.any(PoseZip(i).columns["split"])) for i in inputs)
+
+
 def pose_items(inputs: list[Path]) -> Iterator[Item]:
     """The poses of ``.pose`` files, folders of them (recursively), shards and archives (``.zip``); ``read()`` gives
     the normalized pose (data frames x 178 x 3, mask frames x 178 True = missing, fps)."""
@@ -120,10 +135,10 @@ def _npy_reader(path: Path, fps: float | None) -> Callable[[], tuple[np.ndarray,
     return read
 
 
-def _row_reader(name: str, row: dict) -> Callable[[], tuple[np.ndarray, float]]:
+def _row_reader(name: str, row: dict, length: str) -> Callable[[], tuple[np.ndarray, float]]:
     def read() -> tuple[np.ndarray, float]:
         try:
-            fps, frames = float(row["fps"]), int(row["frames"])
+            fps, frames = float(row["fps"]), int(row[length])
             if frames > MAX_DECODE_FRAMES or len(row["codes"]) > MAX_CODE_CHARS * max(frames, 1):
                 raise UserError(f"{name}: {frames} frames ({len(row['codes'])} characters of codes); decode takes at "
                                 f"most {MAX_DECODE_FRAMES} frames a row: split the pose's codes into several rows")
@@ -137,15 +152,34 @@ def _row_reader(name: str, row: dict) -> Callable[[], tuple[np.ndarray, float]]:
     return read
 
 
+def _layout(path: Path, columns: list[str] | None) -> tuple[str, str]:
+    """The (id, frame count) columns of a corpus header, or a UserError naming the file."""
+    for layout in LAYOUTS:
+        if {*layout, "fps", "codes"} <= set(columns or ()):
+            return layout
+    raise UserError(f"{path}: columns {columns}; expected {','.join(COLUMNS)} (a codes corpus)")
+
+
+def _duplicate(name: str, pose_id: str, first: int) -> Callable[[], tuple[np.ndarray, float]]:
+    def read() -> tuple[np.ndarray, float]:
+        raise UserError(f"{name}: id {pose_id!r} is also on line {first}; give each pose one row")
+
+    return read
+
+
 def _csv_items(path: Path) -> Iterator[Item]:
+    lines: dict[str, int] = {}  # id -> the line it was first on
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames != COLUMNS:
-                raise UserError(f"{path}: columns {reader.fieldnames}; expected {','.join(COLUMNS)} (a codes corpus)")
+            id_column, length = _layout(path, reader.fieldnames)
             for row in reader:
                 name = f"{path}:{reader.line_num}"
-                yield Item(row["id"] or name, name, _row_reader(name, row))
+                pose_id = row[id_column] or name
+                pose_id = pose_id.removesuffix(POSE_SUFFIX) if id_column == "file" else pose_id
+                first = lines.setdefault(pose_id, reader.line_num)
+                read = _row_reader(name, row, length) if first == reader.line_num else _duplicate(name, pose_id, first)
+                yield Item(pose_id, name, read)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"{path}: cannot read the codes corpus ({error})") from None
 
@@ -174,25 +208,45 @@ def batches(items: Iterable[Item], total: int | None, desc: str) -> Iterator[lis
             progress.update(len(batch))
 
 
+def twice(pose_id: str) -> str:
+    """The error of an id that two inputs share."""
+    return f"{pose_id}: this id occurs twice in the inputs; only the first was written"
+
+
+def format_fps(fps: float) -> str:
+    """A frame rate as the file says it: the shortest text that reads back as the same float32 (``29.97``, not
+    ``29.969999313354492``; ``24.0``)."""
+    return np.format_float_positional(np.float32(fps), unique=True, trim="0")
+
+
 def codes_row(pose_id: str, fps: float, codes: np.ndarray) -> list[str]:
-    """One corpus row: id, fps, frames, and the codes as space-separated integers, frame by frame."""
-    return [pose_id, repr(float(fps)), str(len(codes)), " ".join(map(str, np.asarray(codes).ravel().tolist()))]
+    """One corpus row: file (the id with ``.pose``), fps, length, and the codes as space-separated integers, frame
+    by frame."""
+    flat = " ".join(map(str, np.asarray(codes).ravel().tolist()))
+    return [pose_id + POSE_SUFFIX, format_fps(fps), str(len(codes)), flat]
 
 
-def write_corpus(path: Path, rows: Iterable[tuple[str, float, np.ndarray]], errors: list[str]) -> int:
-    """Write (id, fps, codes) rows as they come into the codes corpus ``path`` (atomically); returns the row count.
-    An id that is not UTF-8 (a file name's raw bytes) cannot be a row: it goes to ``errors``, the rest is written."""
+def write_corpus(path: Path, rows: Iterable[tuple[str, float, np.ndarray, str]], errors: list[str],
+                 split: bool = False) -> int:
+    """Write (id, fps, codes, split) rows as they come into the codes corpus ``path`` (atomically; the ``split``
+    column only if ``split``); returns the row count. An id that is not UTF-8 (a file name's raw bytes) cannot be a
+    row, and an id already written is not written again: they go to ``errors``, the rest is written."""
     count = 0
+    written: set[str] = set()
     with atomic_open(path) as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for pose_id, fps, codes in rows:
+        writer.writerow(COLUMNS + [SPLIT] * split)
+        for pose_id, fps, codes, split_name in rows:
             try:
                 pose_id.encode("utf-8")
             except UnicodeEncodeError:
                 errors.append(f"{printable(pose_id)}: the name is not valid UTF-8, so the codes corpus cannot hold it; "
                               "rename the file")
                 continue
-            writer.writerow(codes_row(pose_id, fps, codes))
+            if pose_id in written:
+                errors.append(twice(pose_id))
+                continue
+            written.add(pose_id)
+            writer.writerow(codes_row(pose_id, fps, codes) + [split_name] * split)
             count += 1
     return count

@@ -370,8 +370,10 @@ def _run_batch(model: PoseFSQAutoencoder, stage: str, batch: list[corpus.Item]) 
         return done + [(item, error) for item, _ in ready]
 
 
-def _batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]) -> Iterator[tuple[str, object]]:
-    """(id, result) of every input of ``encode``/``decode`` that worked, streamed; failures go to ``errors``."""
+def _batched(
+    model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]
+) -> Iterator[tuple[corpus.Item, object]]:
+    """(item, result) of every input of ``encode``/``decode`` that worked, streamed; failures go to ``errors``."""
     if args.stage == "encode":
         items, total = corpus.pose_items(args.inputs), corpus.count_poses(args.inputs)
     else:
@@ -381,23 +383,25 @@ def _batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[s
             if isinstance(result, UserError):
                 errors.append(str(result) if item.name in str(result) else f"{item.name}: {result}")
             else:
-                yield item.id, result
+                yield item, result
 
 
 def _write_batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]) -> int:
     """Run encode/decode and write its outputs; returns how many were written."""
     results = _batched(model, args, errors)
     if args.stage == "encode" and args.output.suffix == ".csv":
-        return corpus.write_corpus(args.output, ((i, fps, codes) for i, (fps, codes) in results), errors)
+        rows = ((item.id, fps, codes, item.split) for item, (fps, codes) in results)
+        return corpus.write_corpus(args.output, rows, errors, corpus.has_splits(args.inputs))
     written: set[Path] = set()
-    for pose_id, result in results:
+    for item, result in results:
+        pose_id = item.id
         try:
             target = corpus.output_path(args.output, pose_id, ".npy" if args.stage == "encode" else ".pose")
         except UserError as error:
             errors.append(str(error))
             continue
         if target in written:
-            errors.append(f"{pose_id}: this id occurs twice in the inputs; only the first was written")
+            errors.append(corpus.twice(pose_id))
             continue
         written.add(target)
         if args.stage == "encode":

@@ -98,14 +98,15 @@ def model(tmp_path_factory) -> Path:
 def read_corpus(path: Path) -> dict[str, tuple[float, np.ndarray]]:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    return {r["id"]: (float(r["fps"]), np.array(r["codes"].split(), int).reshape(int(r["frames"]), -1)) for r in rows}
+    return {r["file"].removesuffix(".pose"): (float(r["fps"]), np.array(r["codes"].split(), int).reshape(
+        int(r["length"]), -1)) for r in rows}
 
 
 def test_corpus_encode_decode_round_trip_equals_per_file(model, tmp_path):
     """encode -> one CSV -> decode gives the same codes and the same poses as encode/decode one file at a time."""
     table = tmp_path / "codes.csv"
     assert main(["encode", "--model", str(model), "--output", str(table), str(EXAMPLES)]) == 0
-    assert table.read_text().splitlines()[0] == "id,fps,frames,codes"
+    assert table.read_text().splitlines()[0] == "file,fps,length,codes"
     rows = read_corpus(table)
     files = sorted(EXAMPLES.rglob("*.pose"))
     assert sorted(rows) == sorted(f.relative_to(EXAMPLES).with_suffix("").as_posix() for f in files)
@@ -116,7 +117,7 @@ def test_corpus_encode_decode_round_trip_equals_per_file(model, tmp_path):
         single = np.load(tmp_path / "npy" / f"{pose_id}.npy")
         original = Pose.read((EXAMPLES / f"{pose_id}.pose").read_bytes())
         assert np.array_equal(codes, single) and codes.shape == (original.body.data.shape[0], 2)
-        assert fps == pytest.approx(float(original.body.fps), rel=1e-9)
+        assert np.float32(fps) == np.float32(original.body.fps)
         per_file = tmp_path / "per-file" / pose_id
         assert main(["decode", "--model", str(model), "--fps", str(fps), "--output", str(per_file),
                      str(tmp_path / "npy" / f"{pose_id}.npy")]) == 0
@@ -147,7 +148,7 @@ def test_corpus_streams_in_batches(model, tmp_path, monkeypatch):
     table = tmp_path / "codes.csv"
     assert main(["encode", "--model", str(model), "--output", str(table), str(EXAMPLES)]) == 0
     ids = [row[0] for row in csv.reader(table.open())][1:]
-    assert ids == [f.relative_to(EXAMPLES).with_suffix("").as_posix() for f in sorted(EXAMPLES.rglob("*.pose"))]
+    assert ids == [f.relative_to(EXAMPLES).as_posix() for f in sorted(EXAMPLES.rglob("*.pose"))]
 
 
 def test_bad_corpus_rows_are_one_line_errors_naming_the_line(model, tmp_path, caplog):
@@ -166,7 +167,7 @@ def test_bad_corpus_rows_are_one_line_errors_naming_the_line(model, tmp_path, ca
     with caplog.at_level(logging.ERROR):
         code = main(["decode", "--model", str(model), "--output", str(tmp_path / "o2"), str(tmp_path / "other.csv")])
     assert code == 2
-    assert "expected id,fps,frames,codes" in caplog.text
+    assert "expected file,fps,length,codes" in caplog.text
 
 
 def test_npy_codes_need_an_fps(model, tmp_path, caplog):

@@ -67,7 +67,7 @@ def test_core_install_runs_encode_and_reconstruct(trained, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     rows = list(csv.DictReader(table.open()))
     width = load_model(trained.model).num_codebooks
-    assert len(rows) == len(trained.files) and all(len(r["codes"].split()) == width * int(r["frames"]) for r in rows)
+    assert len(rows) == len(trained.files) and all(len(r["codes"].split()) == width * int(r["length"]) for r in rows)
 
 
 def test_the_sdist_is_the_package_without_the_tests(tmp_path):
