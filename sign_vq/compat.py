@@ -46,7 +46,11 @@ def code_lines(codes: str) -> tuple[list[tuple[str, str]], bool]:
     """(name, codes text) of each pose in ``--codes`` (a file: one a non-empty line; else the codes themselves), and
     whether they came from a file."""
     path = Path(codes)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. longer than a file name can be: the codes themselves
+        is_file = False
+    if not is_file:
         return [("--codes", codes)], False
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
