@@ -87,7 +87,7 @@ def read_config(path: Path) -> tuple[TrainConfig, np.ndarray, np.ndarray]:
         raise _bad_config(path, f"keys {found}; expected exactly {', '.join(CONFIG_KEYS)}")
     for key, kind in CONFIG_KEYS.items():
         if type(config[key]) is not kind:
-            raise _bad_config(path, f"key {key} = {config[key]!r:.60}: expected a {kind.__name__}")
+            raise _bad_config(path, f"key {key} = {config[key]!r:.60}: expected {kind.__name__}")
     if (config["model_type"], config["format_version"]) != (MODEL_TYPE, FORMAT_VERSION):
         found = f"{config['model_type']!r:.40} version {config['format_version']}"
         raise _bad_config(path, f"a {found} model; this sign-vq reads {MODEL_TYPE!r} version {FORMAT_VERSION}")
