@@ -113,16 +113,19 @@ def make_workdir(workdir: Path, poses: Path, shards: int) -> None:
 
 
 def listing_times(poses: Path) -> dict:
-    """`scan_poses` (in a fresh process) against `find | wc -l` on the same tree."""
+    """`scan_poses` (in a fresh process) against `find | wc -l` on the same tree, without and with a stat per file
+    (the size and mtime that the lists record)."""
     start = time.perf_counter()
-    found = subprocess.run(f"find {str(poses)!r} -name '*.pose' | wc -l", shell=True, capture_output=True, text=True)
+    found = subprocess.run(["find", str(poses), "-name", "*.pose"], capture_output=True, text=True)
     find_s = time.perf_counter() - start
+    subprocess.run(["find", str(poses), "-name", "*.pose", "-printf", "%s %T@\n"], capture_output=True)
+    find_stat_s = time.perf_counter() - start - find_s
     code = "import sys, time; from sign_vq.shards import scan_poses; t = time.perf_counter(); " \
            "n = len(scan_poses(sys.argv[1]).files); print(n, time.perf_counter() - t)"
     scanned, scan_s = subprocess.run([sys.executable, "-c", code, str(poses)], capture_output=True, text=True,
                                      cwd=REPO, check=True).stdout.split()
-    assert int(scanned) == int(found.stdout), (scanned, found.stdout)
-    return {"files": int(scanned), "find_s": find_s, "scan_s": float(scan_s)}
+    assert int(scanned) == len(found.stdout.splitlines()), scanned
+    return {"files": int(scanned), "find_s": find_s, "find_stat_s": find_stat_s, "scan_s": float(scan_s)}
 
 
 def measure_size(count: int, base: Path, sources: list[Path], shards: int) -> tuple[dict, Path]:
@@ -165,15 +168,18 @@ def full_run(workdir: Path, poses: Path) -> dict:
     changed = snakemake(workdir)
     counts = job_counts(changed["output"])
     assert counts.get("normalize") == 1, counts
+    views = {flag: snakemake(workdir, f"--{flag}") for flag in ("summary", "detailed-summary")}
+    views["report"] = snakemake(workdir, "--report", "results/report.zip")
     return {"run_s": run["seconds"], "stages": stage_peaks(workdir), "nothing_to_do_s": idle["seconds"],
-            "nothing_to_do_mb": idle["peak_mb"], "one_changed_s": changed["seconds"], "one_changed_jobs": counts}
+            "nothing_to_do_mb": idle["peak_mb"], "one_changed_s": changed["seconds"], "one_changed_jobs": counts,
+            "views": {flag: {"seconds": v["seconds"], "peak_mb": v["peak_mb"]} for flag, v in views.items()}}
 
 
 def report(rows: list[dict], run: dict | None) -> None:
-    print(f"{'files':>8} {'find s':>7} {'scan s':>7} {'dry run s':>10} {'dry run MB':>11} {'jobs':>5} "
+    print(f"{'files':>8} {'find s':>7} {'find+stat s':>12} {'scan s':>7} {'dry run s':>10} {'dry run MB':>11} {'jobs':>5} "
           f"{'job parse s':>12} {'job parse MB':>13}")
     for r in rows:
-        print(f"{r['n']:>8} {r['find_s']:>7.2f} {r['scan_s']:>7.2f} {r['dry_run_s']:>10.1f} {r['dry_run_mb']:>11.0f} "
+        print(f"{r['n']:>8} {r['find_s']:>7.2f} {r['find_stat_s']:>12.2f} {r['scan_s']:>7.2f} {r['dry_run_s']:>10.1f} {r['dry_run_mb']:>11.0f} "
               f"{r['jobs']:>5} {r['job_parse_s']:>12.2f} {r['job_parse_mb']:>13.0f}")
     if len(rows) > 1:
         print(f"dry run {rows[-1]['n']} / {rows[0]['n']} files: {rows[-1]['dry_run_s'] / rows[0]['dry_run_s']:.2f}x "
@@ -184,6 +190,8 @@ def report(rows: list[dict], run: dict | None) -> None:
             print(f"  {stage:<10} {entry['jobs']:>4} jobs  {entry['seconds']:>8.1f} s  peak {entry['max_rss_mb']:>6.0f} MB")
         print(f"rerun, nothing to do: {run['nothing_to_do_s']:.1f} s, {run['nothing_to_do_mb']:.0f} MB")
         print(f"rerun after one file rewritten: {run['one_changed_s']:.1f} s, jobs {run['one_changed_jobs']}")
+        for flag, view in run["views"].items():
+            print(f"--{flag}: {view['seconds']:.1f} s, {view['peak_mb']:.0f} MB")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,6 +36,8 @@ STAGES = {
     "normalize": Stage("sign_vq.normalize", "normalize .pose files (or folders of them) into one shard: a pose zip "
                        "with point statistics"),
     "stats": Stage("sign_vq.stats", "merge the per-point statistics of normalize shards into the dataset mean/std"),
+    "rejected": Stage("sign_vq.rejected", "merge the entries the listing skipped and the files normalize rejected "
+                      "into one table (file, stage, reason)"),
     "archive": Stage("sign_vq.archive", "join normalize shards into the training archive with a hash-based train/val "
                      "split"),
     "train": Stage("sign_vq.train", "train the FSQ autoencoder (resumes from DIR/checkpoints/last.ckpt)",

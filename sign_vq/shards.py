@@ -9,7 +9,8 @@ and written only when their text changes, so an unchanged list keeps its mtime a
 shard.
 
 `scan_poses` lists a local folder and skips, with the reason, what cannot be a pose file or a line of a list
-(symlink loops, folders named `x.pose`, unreadable files, names with line breaks or bytes that are not UTF-8).
+(other files, symlink loops, folders named `x.pose`, unreadable files, names with line breaks or bytes that are not
+UTF-8).
 """
 
 from __future__ import annotations
@@ -281,8 +282,8 @@ def _stat_usable(entry: os.DirEntry) -> os.stat_result | str:
 
 def scan_poses(root: Path) -> Listing:
     """Every usable `*.pose` file under ``root`` (recursively, sorted; symlinked folders are not followed) with its
-    size and mtime, and every `*.pose` entry skipped with its reason. One `os.scandir` walk and one stat per pose
-    file. Never fails for one bad entry; a missing ``root`` is an error."""
+    size and mtime, and every other file and `*.pose` entry skipped with its reason. One `os.scandir` walk and one
+    stat per pose file. Never fails for one bad entry; a missing ``root`` is an error."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a folder")
@@ -313,7 +314,9 @@ def _scan_entry(entry: os.DirEntry, listing: Listing, pending: list[str]) -> Non
             pending.append(entry.path)
         if entry.name.endswith(POSE_SUFFIX):
             listing.skipped.append((entry.path, "a folder, not a pose file"))
-    elif entry.name.endswith(POSE_SUFFIX):
+    elif not entry.name.endswith(POSE_SUFFIX):
+        listing.skipped.append((entry.path, "not a .pose file"))
+    else:
         info = _stat_usable(entry)
         if isinstance(info, str):
             listing.skipped.append((entry.path, info))

@@ -30,7 +30,7 @@ BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 STAGES = ("normalize", "stats", "archive", "train", "render")
-LOCAL_JOBS = ("shard_list", "skipped_files", "train_config")  # files derived from the config and the folder
+LOCAL_JOBS = ("shard_list", "skipped_files", "train_config", "rejected")  # lists, config, the table of rejected
 TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"  # a training run of a few seconds on a CPU
 
 
@@ -161,7 +161,7 @@ def test_bucket_mode_dry_run_starts_with_the_sync_checkpoint(tmp_path):
     assert "-m sign_vq.cli sync --bucket gs://sign-vq-test/poses --output mirror" in result.stdout
     # the shards are known only after sync: the dry run plans sync and the stages after the shards
     assert [rule for rule, _ in planned_jobs(result.stdout)] == sorted(
-        ["sync", "stats", "archive", "train", "render", "train_config"]
+        ["sync", "stats", "archive", "train", "render", "train_config", "rejected"]
     )
     assert not (workdir / "results" / "lists").exists(), "bucket mode writes no lists before sync"
 
@@ -243,6 +243,7 @@ BAD_NAMES = {
     "loop-a.pose": "Too many levels of symbolic links",
     "loop-b.pose": "Too many levels of symbolic links",
     "folder.pose": "a folder, not a pose file",
+    "notes.txt": "not a .pose file",
 }
 
 
@@ -259,6 +260,8 @@ def hostile_run(tmp_path_factory):
     (poses / "loop-a.pose").symlink_to("loop-b.pose")
     (poses / "loop-b.pose").symlink_to("loop-a.pose")
     (poses / "folder.pose").mkdir()
+    (poses / "notes.txt").write_text("not a pose")
+    (poses / "corrupt.pose").write_bytes(b"\x00" * 64)
     snakemake(workdir)
     return workdir
 
@@ -269,9 +272,15 @@ def test_hostile_paths_run_as_data_and_bad_files_are_skipped_and_reported(hostil
     assert (results / "model" / "model.ckpt").is_file() and (results / "render" / "metrics.json").is_file()
     assert not list(hostile_run.parent.rglob("pwned")), "no value of the config ran as a command"
     listed = [line for path in (results / "lists").glob("shard-*.txt") for line in path.read_text().splitlines()]
-    assert len(listed) == len(list(EXAMPLES.rglob("*.pose"))), "every good file is listed, no bad one"
+    assert len(listed) == len(list(EXAMPLES.rglob("*.pose"))) + 1, "every good file is listed (and corrupt.pose)"
     report = (results / "lists" / "skipped.tsv").read_text().splitlines()
     assert sorted(report[1:]) == sorted(f"{HOSTILE_INPUT}/{name}\t{reason}" for name, reason in BAD_NAMES.items())
+    rejected = (results / "rejected.tsv").read_text().splitlines()
+    assert rejected[0] == "file\tstage\treason" and len(rejected) == 1 + len(BAD_NAMES) + 1
+    assert [line for line in rejected if line.startswith(f"{HOSTILE_INPUT}/corrupt.pose\tnormalize\t")]
+    assert f"{HOSTILE_INPUT}/notes.txt\tlisting\tnot a .pose file" in rejected
+    rerun = snakemake(hostile_run, "--until", "rejected", "--forcerun", "rejected").stdout
+    assert f"{len(BAD_NAMES) + 1} input files rejected or skipped, each with its stage and reason" in rerun
     again = snakemake(hostile_run, "--dry-run").stdout
     assert planned_jobs(again) == []
     assert f"whose names cannot be listed: {len(BAD_NAMES)}, each with its reason in {HOSTILE_RESULTS}/lists/skipped.tsv" in again
@@ -366,7 +375,7 @@ def test_a_new_pose_file_reruns_only_its_shard_and_what_follows(finished_run):
     jobs = dry_run(finished_run)
     assert stage_jobs(jobs) == expected
     assert [(rule, wildcards.split(",")[0]) for rule, wildcards in jobs if rule in LOCAL_JOBS] == [
-        ("shard_list", f"shard={shard}")
+        ("rejected", ""), ("shard_list", f"shard={shard}")
     ], "one new list, for the new file's shard"
     # and a real run does exactly that, after which nothing is left to do
     before = {p.name: p.stat().st_mtime_ns for p in (finished_run / "results" / "shards").glob("shard-*.zip")}
@@ -411,6 +420,8 @@ def test_a_rewritten_or_removed_pose_file_reruns_exactly_its_shard(finished_run)
     saved = target.read_bytes()
     assert shard_runs(finished_run, target.unlink) == [f"shard-{shard}.zip"]
     assert shard_runs(finished_run, lambda: target.write_bytes(saved)) == [f"shard-{shard}.zip"]
+    snakemake(finished_run)  # train and render too, for the tests that follow
+    assert dry_run(finished_run) == []
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ BUCKET = config["input"]["bucket"]
 NUM_SHARDS = config["input"]["num_shards"]
 INPUT_ROOT = config["input"]["mirror_dir"] if BUCKET else config["input"]["local_dir"]
 LISTS = f"{RESULTS}/lists"
+REJECTED = f"{RESULTS}/rejected.tsv"  # every input left out, with its stage and reason
 TRAIN = config["train"]
 
 # --- the command the rules run (every value in a shell command is quoted with {...:q}) -----------------------------
@@ -154,6 +155,12 @@ def get_shard_zips(wildcards):
     return expand(f"{RESULTS}/shards/shard-{{shard}}.zip", shard=get_shards())
 
 
+def get_shard_reports(wildcards):
+    return expand(
+        f"{RESULTS}/shards/shard-{{shard}}.zip.report.json", shard=get_shards()
+    )
+
+
 def get_all_lists(wildcards):
     """Local mode: every shard's list, empty ones included, so a job that finds the shards from LISTS runs after
     each list is current."""
@@ -171,10 +178,21 @@ def get_normalize_input(wildcards):
 def get_final_outputs():
     return [
         f"{RESULTS}/stats.json",
+        REJECTED,
         f"{RESULTS}/model/model.ckpt",
         f"{RESULTS}/render/metrics.json",
         *([] if BUCKET else [f"{LISTS}/skipped.tsv"]),
     ]
+
+
+def report_rejected(table):
+    """One line in the Snakemake log: how many inputs were left out, and where to read why."""
+    if os.path.exists(table):
+        with open(table, encoding="utf-8") as handle:
+            count = sum(1 for _ in handle) - 1
+        logger.info(
+            f"{count} input files rejected or skipped, each with its stage and reason: {table}"
+        )
 
 
 # --- resources ---------------------------------------------------------------------------------------------------

@@ -53,3 +53,27 @@ rule stats:
         cli=SIGN_VQ,
     shell:
         "{params.cli} stats --output {output:q} {input.shards:q} > {log:q} 2>&1"
+
+
+rule rejected:
+    input:
+        reports=get_shard_reports,
+        skipped=[] if BUCKET else f"{LISTS}/skipped.tsv",
+    output:
+        REJECTED,
+    log:
+        f"{RESULTS}/logs/rejected.log",
+    localrule: True
+    conda:
+        "../envs/poses.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=lambda wildcards, attempt: 30 * attempt,
+    params:
+        cli=SIGN_VQ,
+        skipped=lambda wildcards, input: (
+            f"--skipped {shlex.quote(input.skipped)}" if input.skipped else ""
+        ),
+    shell:
+        "{params.cli} rejected --output {output:q} {params.skipped} {input.reports:q} > {log:q} 2>&1"
