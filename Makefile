@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 PROFILE ?= profiles/local
 
-.PHONY: setup demo test test-fast bench bench-quality bench-quality-bounds clean
+.PHONY: setup demo lint test test-fast bench bench-quality bench-quality-bounds clean
 
 $(BIN)/sign-vq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ demo: setup
 	$(BIN)/snakemake --profile $(PROFILE)
 	$(BIN)/snakemake --profile $(PROFILE) --report results/report.zip
 
-test: setup
+lint: setup  # ruff, configured in pyproject.toml ([tool.ruff])
+	$(BIN)/ruff check
+
+test: setup lint
 	$(BIN)/python -m pytest -x -q -rs --durations=15
 
 test-fast: setup

@@ -32,8 +32,6 @@ import yaml
 from pose_format import Pose
 from pose_format.numpy import NumPyPoseBody
 
-from sign_vq.shards import scan_poses
-
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "poses"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
