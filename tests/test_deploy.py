@@ -1,4 +1,4 @@
-"""The workflow deployed into another project as the README says: `snakedeploy deploy-workflow` from a local checkout,
+"""The workflow deployed into another project as docs/deploy.md says: `snakedeploy deploy-workflow` from a local checkout,
 the module's path set to the checkout, a dry run from the project folder; the workflow catalog's usage file."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_snakedeploy_from_a_local_checkout_plans_the_workflow(tmp_path):
     snakefile = project / "workflow" / "Snakefile"
     text = snakefile.read_text()
     assert "module sign_vq:" in text and "use rule * from sign_vq" in text
-    assert '"workflow/Snakefile"' in text  # snakedeploy 0.17's path for a local checkout: the README says to fix it
+    assert '"workflow/Snakefile"' in text  # snakedeploy 0.17's path for a local checkout: docs/deploy.md says to fix it
     snakefile.write_text(text.replace('"workflow/Snakefile"', f'"{checkout}/workflow/Snakefile"'))
     config = project / "config" / "config.yaml"
     config.write_text(config.read_text().replace("local_dir: examples/poses", f"local_dir: {EXAMPLES}"))
