@@ -7,6 +7,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+MODEL_HELP = "model.ckpt, a training folder, a model folder (`sign-vq export`) or a hub org/name"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """``--model`` (whatever :func:`sign_vq.load` reads) and, with ``device``, ``--device``: the flags of every
+    command that runs a model (render, encode, decode, reconstruct, repair, export and the original's commands)."""
+    parser.add_argument("--model", required=True, type=Path, help=MODEL_HELP)
+    if device:
+        parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda, cuda:1)")
+
 
 def _sync(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", required=True, metavar="gs://BUCKET[/PREFIX]", help="bucket (and folder) to mirror")
@@ -34,20 +44,17 @@ def _train(parser: argparse.ArgumentParser) -> None:
 
 
 def _render(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="model.ckpt, or a training output folder")
+    add_model_arguments(parser)
     parser.add_argument("--archive", required=True, type=Path, help="archive from `sign-vq archive`")
     parser.add_argument("--output", required=True, type=Path, help="folder for metrics.json, metrics.png, videos/")
     parser.add_argument("--num-poses", type=int, default=4, help="validation poses rendered as videos (default 4)")
     parser.add_argument("--max-frames", type=int, default=200, help="frames per video at most (default 200)")
     parser.add_argument("--no-gif", action="store_true", help="write mp4 videos only")
     parser.add_argument("--metric-poses", type=int, default=None, help="limit metrics to the first this many poses (default and 0: all)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def _inference(parser: argparse.ArgumentParser, stage: str) -> None:
-    parser.add_argument("--model", required=True, type=Path,
-                        help="model.ckpt, a training folder, a model folder (`sign-vq export`) or a hub org/name")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda, cuda:1)")
+    add_model_arguments(parser)
     if stage == "encode":
         parser.add_argument("--output", required=True, type=Path,
                             help="FILE.csv: one codes corpus (a row per pose); otherwise a folder of .npy per pose")
@@ -64,8 +71,7 @@ def _inference(parser: argparse.ArgumentParser, stage: str) -> None:
 
 
 def _export(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path,
-                        help="model.ckpt, a training output folder, or a model folder")
+    add_model_arguments(parser, device=False)
     parser.add_argument("--output", required=True, type=Path, help="the model folder to write (replaced if it is one)")
     parser.add_argument("--license", default="other", help="the model card's hub license id (default: other)")
     parser.add_argument("--data", help="what the model was trained on, for the model card (corpus, languages, size)")

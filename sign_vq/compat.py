@@ -16,16 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sign_vq.arguments import add_model_arguments
 from sign_vq.cli import main, run_logged
 from sign_vq.errors import UserError
 
-MODEL_HELP = "model.ckpt, a training folder, a model folder from `sign-vq export`, or a hub repository org/name"
-
-
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--model", required=True, help=MODEL_HELP)
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu; e.g. cuda)")
+    add_model_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -38,7 +35,7 @@ def poses_to_codes(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the codes corpus to write (CSV)")
     args = parser.parse_args(argv)
     verbose = ["--verbose"] if args.verbose else []
-    return main([*verbose, "encode", "--model", args.model, "--device", args.device, "--output", args.output,
+    return main([*verbose, "encode", "--model", str(args.model), "--device", args.device, "--output", args.output,
                  args.data])
 
 

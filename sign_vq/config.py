@@ -2,7 +2,8 @@
 
 Unknown keys are rejected and wrong types named with their allowed values; missing keys get the schema's defaults.
 Beyond the schema: every number must be finite, no text may hold control characters, and the model must be buildable
-(heads divide d_model, some part weight > 0, static dims below the code dimensions) — all checked before any job.
+(heads divide d_model, some part weight > 0, static dims below the code dimensions, one codebook under a residual
+quantizer) — all checked before any job.
 """
 
 from __future__ import annotations
@@ -167,11 +168,17 @@ def _check_model(train: dict, source: str) -> None:
         raise UserError(_invalid(
             source, "train.model.heads", model["heads"], f"must divide train.model.d_model ({model['d_model']})"
         ))
-    code_dims = model["num_codebooks"] * len(model["levels"])
+    if model["quantizer"] == "residual" and model["num_codebooks"] != 1:
+        raise UserError(_invalid(
+            source, "train.model.num_codebooks", model["num_codebooks"],
+            "must be 1 with train.model.quantizer: residual (it has train.model.num_quantizers codes per frame)",
+        ))
+    codes = "num_quantizers" if model["quantizer"] == "residual" else "num_codebooks"
+    code_dims = model[codes] * len(model["levels"])
     if model["static_dims"] >= code_dims:
         raise UserError(_invalid(
             source, "train.model.static_dims", model["static_dims"],
-            f"must be below num_codebooks x len(levels) = {code_dims} (0 = off)",
+            f"must be below {codes} x len(levels) = {code_dims} (0 = off)",
         ))
     if not any(weight > 0 for weight in weights.values()):
         raise UserError(_invalid(
@@ -225,6 +232,8 @@ class ModelConfig:
     levels: tuple[int, ...]
     num_codebooks: int
     quantizer: str
+    num_quantizers: int
+    quantize_dropout: float
     static_dims: int
 
 

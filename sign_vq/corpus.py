@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sign_vq import preprocess
+from sign_vq import preprocess, skeleton
 from sign_vq.errors import UserError
 from sign_vq.fileio import NAME_MAX, atomic_open, read_regular
 from sign_vq.posezip import PoseZip
@@ -66,8 +66,7 @@ def _pose_reader(path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray, float
 
 def _zip_reader(archive: PoseZip, index: int, fps: float) -> Callable[[], tuple[np.ndarray, np.ndarray, float]]:
     def read() -> tuple[np.ndarray, np.ndarray, float]:
-        masked = archive.read(index)
-        return np.ma.getdata(masked), np.ma.getmaskarray(masked).any(-1), fps
+        return (*skeleton.values_and_mask(archive.read(index)), fps)
 
     return read
 

@@ -8,8 +8,10 @@ batches an uninterrupted run draws from step N on (:class:`StepSampler`).
 from __future__ import annotations
 
 import logging
+import multiprocessing.context
 import signal
 from dataclasses import astuple
+from multiprocessing import popen_fork
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -73,17 +75,45 @@ def augment(
     return {**item, "poses": poses}
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
 def ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM/SIGUSR1 (sent by Slurm to every process of the job) to the main process,
-    which saves a checkpoint before stopping; a worker killed first would make it fail without one. A second
-    SIGTERM (the main process shutting a worker down) ends the worker."""
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _ignore_once)
+    """DataLoader workers never take SIGTERM/SIGINT/SIGUSR1 (sent by Slurm or Ctrl-C to every process of the job):
+    the main process saves a checkpoint and stops the workers itself; a worker killed first would make it fail
+    without one. The signals stay blocked from the fork (:class:`WorkerContext`) until here, after torch's own worker
+    SIGTERM handler (which dies of a SIGTERM from anyone but the parent) is installed; one that arrived meanwhile is
+    dropped."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-def _ignore_once(signum: int, _frame) -> None:
-    signal.signal(signum, signal.SIG_DFL)
+class _WorkerPopen(popen_fork.Popen):
+    """Forks with :data:`STOP_SIGNALS` blocked; stops a worker with SIGKILL, as a worker ignores SIGTERM."""
+
+    def __init__(self, process_obj: multiprocessing.process.BaseProcess):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            super().__init__(process_obj)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def terminate(self) -> None:
+        self.kill()
+
+
+class _WorkerProcess(multiprocessing.context.ForkProcess):
+    @staticmethod
+    def _Popen(process_obj: multiprocessing.process.BaseProcess) -> _WorkerPopen:
+        return _WorkerPopen(process_obj)
+
+
+class WorkerContext(multiprocessing.context.ForkContext):
+    """The multiprocessing context of every DataLoader here: workers start with the stop signals blocked, at their
+    first start and at every restart, until :func:`ignore_stop_signals` ignores them."""
+
+    Process = _WorkerProcess
 
 
 class RandomCrops(Dataset):
@@ -211,6 +241,7 @@ class PoseDataModule(L.LightningDataModule):
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,
+            multiprocessing_context=WorkerContext() if workers > 0 else None,
             worker_init_fn=ignore_stop_signals,
         )
 

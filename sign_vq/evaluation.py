@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sign_vq import skeleton
 from sign_vq.inference import reconstruct_array
 from sign_vq.metrics import ReconstructionMetrics
 from sign_vq.model import PoseFSQAutoencoder
@@ -46,9 +47,7 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
 def reconstructions(model: PoseFSQAutoencoder, archive: PoseZip, entries: Iterable[dict]) -> Iterator[Reconstruction]:
     """The reconstruction of each pose of ``entries`` (read from ``archive``), in order."""
     for entry in entries:
-        pose = archive.read(entry)
-        mask = np.ma.getmaskarray(pose).any(axis=-1)
-        data = np.ma.filled(pose.astype(np.float32), 0.0)
+        data, mask = skeleton.values_and_mask(archive.read(entry))
         recon, codes = reconstruct_array(model, data, mask)
         yield Reconstruction(entry, data, mask, recon, codes)
 

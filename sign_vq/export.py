@@ -75,7 +75,7 @@ def _data_section(training: Path, data: str | None) -> str:
 def model_card(model: PoseFSQAutoencoder, license_id: str, data: str, metrics: str) -> str:
     """The README.md of a model folder (hub metadata first)."""
     train = model.train_config
-    per_code = f"{model.num_codebooks} code(s) of {model.codebook_size} values"
+    per_code = f"{model.codes_per_frame} code(s) of {model.codebook_size} values"
     return f"""---
 license: {license_id}
 library_name: sign-vq
@@ -102,7 +102,7 @@ Written by sign-vq {__version__}.
 ```python
 import sign_vq                                   # pip install 'sign-vq[hub]' to load from the hub
 model = sign_vq.load("this/folder-or-org/name")
-codes = sign_vq.encode(model, "my.pose")          # frames x {model.num_codebooks}, 0 ... {model.codebook_size - 1}
+codes = sign_vq.encode(model, "my.pose")          # frames x {model.codes_per_frame}, 0 ... {model.codebook_size - 1}
 pose = sign_vq.decode(model, codes, fps=25)       # a pose_format.Pose
 ```
 

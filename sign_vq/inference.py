@@ -2,7 +2,9 @@
 (:func:`encode`, :func:`decode`; ``sign_vq.load/encode/decode``).
 
 - ``encode``: codes of ``.pose`` files, folders, shards and archives: one codes corpus (``--output FILE.csv``, a row
-  per pose, see :mod:`sign_vq.corpus`) or one ``.npy`` per pose (integer codes, frames x num_codebooks).
+  per pose, see :mod:`sign_vq.corpus`) or one ``.npy`` per pose (integer codes, frames x codes per frame). A
+  residual model (``model.quantizer: residual``) keeps the first k codes of a frame with ``--quantizers k`` (fewer
+  bits, coarser poses); ``decode`` reads any 1 to all of them (codes per frame = the corpus' codes / length).
 - ``decode``: one ``.pose`` per codes file or corpus row (canonical 178-point header). Codes carry no original
   coordinates, so the shoulder-normalized output is placed the way pose-format's ``normalize_pose_size`` does: a
   512 x 512 frame with the shoulder centre at (256, 256) and a shoulder width of 204.8 pixels
@@ -25,6 +27,7 @@ core dependencies (never Lightning, W&B or video libraries).
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import math
@@ -140,37 +143,46 @@ def _inputs(data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def reconstruct_arrays(
-    model: PoseFSQAutoencoder, poses: list[tuple[np.ndarray, np.ndarray]]
+    model: PoseFSQAutoencoder, poses: list[tuple[np.ndarray, np.ndarray]], quantizers: int | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Reconstructions (T x 178 x 3 float32, normalized) and codes (T x K int64) of normalized poses (data, mask)."""
-    results = windowed(model, [_inputs(data, mask) for data, mask in poses], lambda *batch: model(*batch))
+    """Reconstructions (T x 178 x 3 float32, normalized) and codes (T x K int64) of normalized poses (data, mask),
+    from all codes of a frame or a residual model's first ``quantizers``."""
+    inputs = [_inputs(data, mask) for data, mask in poses]
+    results = windowed(model, inputs, lambda *batch: model(*batch, quantizers=quantizers))
     return [(_finite(recon.astype(np.float32)), codes.astype(np.int64)) for recon, codes in results]
 
 
-def reconstruct_array(model: PoseFSQAutoencoder, data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def reconstruct_array(
+    model: PoseFSQAutoencoder, data: np.ndarray, mask: np.ndarray, quantizers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Reconstruction (T x 178 x 3 float32, normalized) and codes (T x K int64) of one normalized pose, windowed."""
-    return reconstruct_arrays(model, [(data, mask)])[0]
+    return reconstruct_arrays(model, [(data, mask)], quantizers)[0]
 
 
-def encode_arrays(model: PoseFSQAutoencoder, poses: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """Codes (T x num_codebooks, int64) of normalized poses (data T x 178 x 3, mask T x 178 True = missing)."""
-    results = windowed(model, [_inputs(data, mask) for data, mask in poses], lambda *batch: (model.encode(*batch),))
+def encode_arrays(
+    model: PoseFSQAutoencoder, poses: list[tuple[np.ndarray, np.ndarray]], quantizers: int | None = None
+) -> list[np.ndarray]:
+    """Codes (T x codes per frame, int64; a residual model's first ``quantizers``) of normalized poses (data
+    T x 178 x 3, mask T x 178 True = missing)."""
+    inputs = [_inputs(data, mask) for data, mask in poses]
+    results = windowed(model, inputs, lambda *batch: (model.encode(*batch, quantizers=quantizers),))
     return [_in_range(model, codes.astype(np.int64)) for codes, in results]
 
 
 def encode_array(model: PoseFSQAutoencoder, data: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Codes (T x num_codebooks, int64) of one normalized pose (T x 178 x 3, mask T x 178 True = missing)."""
+    """Codes (T x codes per frame, int64) of one normalized pose (T x 178 x 3, mask T x 178 True = missing)."""
     return encode_arrays(model, [(data, mask)])[0]
 
 
 def check_codes(model: PoseFSQAutoencoder, codes: np.ndarray, name: str) -> np.ndarray:
-    """``codes`` as a T x num_codebooks int64 array, or a UserError naming ``name`` and what is wrong."""
+    """``codes`` as a T x K int64 array (K: all of a frame's codes, or a residual model's first K), or a UserError
+    naming ``name`` and what is wrong."""
     codes = np.asarray(codes)
-    if codes.ndim == 1 and model.num_codebooks == 1:
+    if codes.ndim == 1 and model.decodes(1):
         codes = codes[:, None]
-    if codes.ndim != 2 or codes.shape[1] != model.num_codebooks or codes.shape[0] == 0:
+    if codes.ndim != 2 or not model.decodes(codes.shape[1]) or codes.shape[0] == 0:
         raise UserError(
-            f"{name}: codes of shape {codes.shape}; this model expects frames x {model.num_codebooks} "
+            f"{name}: codes of shape {codes.shape}; this model expects frames x {model.accepted()} "
             f"(one row per frame, at least one frame)"
         )
     if not np.issubdtype(codes.dtype, np.integer):
@@ -188,14 +200,15 @@ def check_codes(model: PoseFSQAutoencoder, codes: np.ndarray, name: str) -> np.n
 
 
 def decode_arrays(model: PoseFSQAutoencoder, codes: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
-    """Normalized poses (T x 178 x 3 float32) from codes (T x num_codebooks), windowed like :func:`encode_arrays`."""
+    """Normalized poses (T x 178 x 3 float32) from codes (T x K, see :func:`check_codes`), windowed like
+    :func:`encode_arrays`."""
     checked = [(check_codes(model, c, name),) for c, name in zip(codes, names)]
     results = windowed(model, checked, lambda batch, padding: (model.decode(batch, padding),))
     return [_finite(poses.astype(np.float32)) for poses, in results]
 
 
 def decode_array(model: PoseFSQAutoencoder, codes: np.ndarray, name: str = "codes") -> np.ndarray:
-    """Normalized poses (T x 178 x 3 float32) from one pose's codes (T x num_codebooks)."""
+    """Normalized poses (T x 178 x 3 float32) from one pose's codes (T x K, see :func:`check_codes`)."""
     return decode_arrays(model, [codes], [name])[0]
 
 
@@ -250,23 +263,28 @@ def normalized(pose: PoseLike) -> tuple[np.ndarray, np.ndarray]:
     array = np.ma.masked_invalid(pose)
     if array.shape[1:] != (skeleton.NUM_POINTS, skeleton.DIMS) or not len(array):
         raise UserError(f"a pose array of shape {array.shape}; expected {expected} (normalized, NaN where missing)")
-    mask = np.ma.getmaskarray(array).any(-1)
+    values, mask = skeleton.values_and_mask(array)
     if mask.all():
         raise UserError("a pose array with no observed point (all NaN or masked); nothing to encode")
-    return array.filled(0), mask
+    return values, mask
 
 
-def encode(model: PoseFSQAutoencoder, poses: PoseLike | Sequence[PoseLike]) -> np.ndarray | list[np.ndarray]:
-    """Codes (frames x num_codebooks, int64, 0..codebook_size-1) of one pose, or of a list of poses (run together,
-    :data:`WINDOW_BATCH` windows per forward pass, on the model's device)."""
+def encode(
+    model: PoseFSQAutoencoder, poses: PoseLike | Sequence[PoseLike], quantizers: int | None = None
+) -> np.ndarray | list[np.ndarray]:
+    """Codes (frames x codes per frame, int64, 0..codebook_size-1) of one pose, or of a list of poses (run together,
+    :data:`WINDOW_BATCH` windows per forward pass, on the model's device); a residual model's first ``quantizers``
+    codes of each frame when given."""
     single = not isinstance(poses, (list, tuple))
-    codes = encode_arrays(model, [normalized(p) for p in ([poses] if single else poses)])
+    model.kept(quantizers)  # one error before any pose is read
+    codes = encode_arrays(model, [normalized(p) for p in ([poses] if single else poses)], quantizers)
     return codes[0] if single else codes
 
 
 def decode(model: PoseFSQAutoencoder, codes: np.ndarray | Sequence[np.ndarray], fps: float = 25.0) -> Pose | list[Pose]:
     """Poses (pose-format ``Pose``, 178 points, normalized and placed in a 512 x 512 frame) from one pose's codes
-    (an integer array frames x num_codebooks) or from a list of them (run together)."""
+    (an integer array frames x codes per frame, or a residual model's first k codes) or from a list of them (run
+    together)."""
     single = not isinstance(codes, (list, tuple))
     arrays = [codes] if single else list(codes)
     check_fps(fps, "decode")
@@ -274,10 +292,11 @@ def decode(model: PoseFSQAutoencoder, codes: np.ndarray | Sequence[np.ndarray], 
     return poses[0] if single else poses
 
 
-def reconstruct_file(model: PoseFSQAutoencoder, path: Path) -> Pose:
-    """The reconstruction of one `.pose` file in its own coordinates, fps and frame size (confidence 1)."""
+def reconstruct_file(model: PoseFSQAutoencoder, path: Path, quantizers: int | None = None) -> Pose:
+    """The reconstruction of one `.pose` file in its own coordinates, fps and frame size (confidence 1), from a
+    residual model's first ``quantizers`` codes of each frame when given."""
     pose = preprocess.preprocess_file(path)
-    recon, _ = reconstruct_array(model, pose.data, pose.mask)
+    recon, _ = reconstruct_array(model, pose.data, pose.mask, quantizers)
     data = pose.denormalize(recon).astype(np.float32)
     return skeleton.make_pose(data, np.ones(data.shape[:2]), pose.fps, pose.width, pose.height)
 
@@ -351,8 +370,11 @@ def _read(model: PoseFSQAutoencoder, stage: str, item: corpus.Item) -> tuple:
     return check_codes(model, codes, item.name), check_fps(fps, item.name)
 
 
-def _run_batch(model: PoseFSQAutoencoder, stage: str, batch: list[corpus.Item]) -> list[tuple[corpus.Item, object]]:
-    """Each item with its result ((fps, codes) for encode, a Pose for decode) or its UserError."""
+def _run_batch(
+    model: PoseFSQAutoencoder, stage: str, batch: list[corpus.Item], quantizers: int | None = None
+) -> list[tuple[corpus.Item, object]]:
+    """Each item with its result ((fps, codes) for encode, of a residual model's first ``quantizers`` codes when
+    given; a Pose for decode) or its UserError."""
     done: list[tuple[corpus.Item, object]] = []
     ready: list[tuple[corpus.Item, tuple]] = []
     for item in batch:
@@ -362,7 +384,7 @@ def _run_batch(model: PoseFSQAutoencoder, stage: str, batch: list[corpus.Item]) 
             done.append((item, error))
     try:
         if stage == "encode":
-            codes = encode_arrays(model, [(data, mask) for _, (data, mask, _) in ready])
+            codes = encode_arrays(model, [(data, mask) for _, (data, mask, _) in ready], quantizers)
             return done + [(item, (fps, c)) for (item, (_, _, fps)), c in zip(ready, codes)]
         poses = decode_arrays(model, [codes for _, (codes, _) in ready], [item.name for item, _ in ready])
         return done + [(item, placed_pose(p, fps)) for (item, (_, fps)), p in zip(ready, poses)]
@@ -379,7 +401,7 @@ def _batched(
     else:
         items, total = corpus.code_items(args.inputs, args.fps), None
     for batch in corpus.batches(items, total, args.stage):
-        for item, result in _run_batch(model, args.stage, batch):
+        for item, result in _run_batch(model, args.stage, batch, getattr(args, "quantizers", None)):
             if isinstance(result, UserError):
                 errors.append(str(result) if item.name in str(result) else f"{item.name}: {result}")
             else:
@@ -417,7 +439,7 @@ def _write_batched(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: 
 def _write_per_file(model: PoseFSQAutoencoder, args: argparse.Namespace, errors: list[str]) -> int:
     """Run reconstruct/repair file by file; returns how many were written."""
     files = collect_inputs(args.inputs, ".pose")
-    process = reconstruct_file if args.stage == "reconstruct" else repair_file
+    process = functools.partial(reconstruct_file, quantizers=args.quantizers) if args.stage == "reconstruct" else repair_file
     for path, stem in files:
         try:
             write_pose(process(model, path), args.output / stem.with_suffix(".pose"))
@@ -439,6 +461,7 @@ def prepare_output(output: Path, corpus_file: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model = _model(args)
+    model.kept(getattr(args, "quantizers", None))  # one error before any input is read
     errors: list[str] = []
     batched = args.stage in ("encode", "decode")
     prepare_output(args.output, args.stage == "encode" and args.output.suffix == ".csv")

@@ -1,5 +1,9 @@
 """The FSQ pose autoencoder: transformer encoder -> FSQ codes per frame -> transformer decoder.
 
+The quantizer is a product of FSQ codebooks (``fsq``: each code quantizes its own chunk of the latent), a residual
+FSQ (``residual``, :class:`ResidualQuantizer`: each code quantizes what the codes before it left, so the first k of
+them decode on their own), or none (the unquantized upper bound).
+
 Poses enter and leave in shoulder-normalized units (frames x 178 x 3, as written by `normalize`). The dataset
 mean/std are buffers of the model, so a checkpoint alone is enough for inference.
 """
@@ -21,7 +25,7 @@ from sign_vq import hub, skeleton
 from sign_vq.config import TrainConfig, as_dict, train_config
 from sign_vq.errors import UserError
 
-QUANTIZERS = ("fsq", "none")
+QUANTIZERS = ("fsq", "residual", "none")
 STD_FLOOR = 0.01  # shoulder widths: keeps near-constant coordinates (MediaPipe z) from being blown up
 # Standard deviations: the encoder sees a value at most this far from the dataset mean. 1 in ~6,000 values of the
 # quality benchmark's training poses lies beyond it; a tracking glitch far beyond it (a hand 5 shoulder widths off)
@@ -52,6 +56,42 @@ def _no_padding(batch: torch.Tensor) -> torch.Tensor:
     return torch.zeros(batch.shape[:2], dtype=torch.bool, device=batch.device)
 
 
+class ResidualQuantizer(nn.Module):
+    """Residual FSQ over a latent of ``dim`` values per frame: quantizer i projects what quantizers 0..i-1 left of the
+    latent to len(levels) values, rounds them with FSQ and projects them back (the library's FSQ with ``dim``, its own
+    projections per quantizer as in DAC's residual VQ), so a frame's first k codes decode on their own (their sum).
+
+    vector_quantize_pytorch's ResidualFSQ rounds the same len(levels) values at every stage: its latent would have
+    len(levels) values at any bit rate, no more than one codebook's. With probability ``dropout`` a training batch
+    keeps only its first j quantizers, j uniform in 1..num_quantizers (MoMask's quantizer dropout)."""
+
+    def __init__(self, levels: list[int], num_quantizers: int, dim: int, dropout: float):
+        super().__init__()
+        self.stages = nn.ModuleList(FSQ(list(levels), dim=dim) for _ in range(num_quantizers))
+        self.dropout = dropout
+
+    def _stages_used(self) -> int:
+        """All quantizers, or in training with probability ``dropout`` the first j (j uniform, from torch's seed)."""
+        if self.training and torch.is_grad_enabled() and self.dropout > 0 and float(torch.rand(())) < self.dropout:
+            return int(torch.randint(1, len(self.stages) + 1, ()))
+        return len(self.stages)
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantized latents (B x T x dim) and codes (B x T x num_quantizers, int64; -1 after a dropout's j)."""
+        residual, quantized, codes = latent, torch.zeros_like(latent), []
+        for stage in self.stages[: self._stages_used()]:
+            out, index = stage(residual)
+            residual = residual - out.detach()
+            quantized = quantized + out
+            codes.append(index.long())
+        missing = len(self.stages) - len(codes)
+        return quantized, nn.functional.pad(torch.stack(codes, -1), (0, missing), value=-1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantized latents (B x T x dim) of a frame's first k codes (B x T x k)."""
+        return sum(stage.indices_to_codes(codes[..., i]) for i, stage in enumerate(self.stages[: codes.shape[-1]]))
+
+
 class PoseFSQAutoencoder(nn.Module):
     """Encode poses into ``num_codebooks`` FSQ codes per frame and decode codes back into poses.
 
@@ -80,6 +120,8 @@ class PoseFSQAutoencoder(nn.Module):
         levels: list[int] = (8, 5, 5, 5),
         num_codebooks: int = 1,
         quantizer: str = "fsq",
+        num_quantizers: int = 4,
+        quantize_dropout: float = 0.2,
         static_dims: int = 0,
         max_frames: int = 128,
     ):
@@ -94,9 +136,14 @@ class PoseFSQAutoencoder(nn.Module):
         self.max_frames = max_frames  # the window length it was trained on (inference cuts longer poses)
         if quantizer not in QUANTIZERS:
             raise UserError(f"model.quantizer {quantizer!r}: use one of {', '.join(QUANTIZERS)}")
-        code_dims = num_codebooks * len(self.levels)
-        self.codebook_size = int(np.prod(self.levels)) if quantizer == "fsq" else 0
-        self.latent_bits = 0 if quantizer == "fsq" else 32 * code_dims  # float32 latents
+        if quantizer == "residual" and num_codebooks != 1:
+            raise UserError(f"model.num_codebooks {num_codebooks}: must be 1 with model.quantizer: residual")
+        # a residual latent is as wide as num_quantizers codebooks: the same size as the product at the same bits
+        code_dims = (num_quantizers if quantizer == "residual" else num_codebooks) * len(self.levels)
+        self.codebook_size = int(np.prod(self.levels)) if quantizer != "none" else 0
+        # codes a frame carries: one per codebook, or one per residual quantizer (the first k of them decode alone)
+        self.codes_per_frame = {"fsq": num_codebooks, "residual": num_quantizers, "none": 0}[quantizer]
+        self.latent_bits = 32 * code_dims if quantizer == "none" else 0  # float32 latents
         if not 0 <= static_dims < code_dims:
             raise UserError(
                 f"model.static_dims {static_dims}: must be at least 0 and below the {code_dims} code dimensions "
@@ -108,9 +155,11 @@ class PoseFSQAutoencoder(nn.Module):
         self.encoder = _transformer(d_model, heads, encoder_layers, ff_mult, dropout)
         self.to_codes = nn.Linear(d_model, code_dims - static_dims)
         # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves
-        self.quantizer = (
-            FSQ(self.levels, num_codebooks=num_codebooks, keep_num_codebooks_dim=True) if quantizer == "fsq" else None
-        )
+        self.quantizer = {
+            "fsq": lambda: FSQ(self.levels, num_codebooks=num_codebooks, keep_num_codebooks_dim=True),
+            "residual": lambda: ResidualQuantizer(self.levels, num_quantizers, code_dims, quantize_dropout),
+            "none": lambda: None,
+        }[quantizer]()
         self.from_codes = nn.Linear(code_dims - static_dims, d_model)
         if static_dims:
             self.static_in = nn.Parameter(torch.randn(max_frames, static_dims, FEATURES) / math.sqrt(FEATURES))
@@ -127,7 +176,31 @@ class PoseFSQAutoencoder(nn.Module):
     @property
     def bits_per_frame(self) -> float:
         """Bits of a frame's codes (float32 latents without a quantizer)."""
-        return self.latent_bits or self.num_codebooks * math.log2(self.codebook_size)
+        return self.latent_bits or self.codes_per_frame * math.log2(self.codebook_size)
+
+    def decodes(self, count: int) -> bool:
+        """Whether frames of ``count`` codes decode: all of a frame's codes, or a residual model's first 1 or more."""
+        if isinstance(self.quantizer, ResidualQuantizer):
+            return 1 <= count <= self.codes_per_frame
+        return count == self.codes_per_frame > 0
+
+    def accepted(self) -> str:
+        """The codes per frame the model decodes, in words."""
+        if isinstance(self.quantizer, ResidualQuantizer):
+            return f"1 to {self.codes_per_frame} (the first k of its {self.codes_per_frame} residual codes)"
+        return f"{self.codes_per_frame}"
+
+    def kept(self, quantizers: int | None) -> int:
+        """How many codes a frame keeps with ``quantizers`` (None = all); a UserError for a number that does not
+        decode on its own (fewer than all need model.quantizer: residual)."""
+        if quantizers is None:
+            return self.codes_per_frame
+        if not self.decodes(quantizers):
+            raise UserError(
+                f"--quantizers {quantizers}: this model keeps {self.accepted()} codes per frame"
+                + ("" if isinstance(self.quantizer, ResidualQuantizer) else "; fewer need a model.quantizer: residual model")
+            )
+        return quantizers
 
     def _positions(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + sinusoidal_positions(hidden.shape[1], hidden.shape[2], hidden.device)[None].to(hidden.dtype)
@@ -142,8 +215,10 @@ class PoseFSQAutoencoder(nn.Module):
         standardized = ((poses - self.mean) / self.std).clamp(-INPUT_LIMIT, INPUT_LIMIT)
         return torch.where(observed[..., None], standardized, torch.zeros_like(poses)).flatten(2)
 
-    def _encode(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """Quantized codes, B x T x num_codebooks x len(levels), in FSQ's [-1, 1] units."""
+    def _encode(
+        self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantized latents (B x T x code dims, in FSQ's units) and their codes (B x T x codes_per_frame)."""
         standardized = self._standardized(poses, observed)
         hidden = self._positions(self.embed(torch.cat([standardized, observed.to(poses.dtype)], dim=-1)))
         latent = self.to_codes(self.encoder(hidden, src_key_padding_mask=padding)).float()
@@ -154,20 +229,25 @@ class PoseFSQAutoencoder(nn.Module):
             latent = torch.cat([latent, torch.einsum("tkf,bf->btk", table, static)], dim=-1)
         return self._quantize(latent)
 
-    def _quantize(self, latent: torch.Tensor) -> torch.Tensor:
-        """FSQ codes (... x num_codebooks x len(levels)) of latents (... x code dims), always in float32: bf16
-        rounding would merge neighbouring codes. Without a quantizer, the latents squashed into [-1, 1] unrounded."""
-        latent = latent.float().unflatten(-1, (self.num_codebooks, len(self.levels)))
+    def _quantize(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantized latents (B x T x code dims) and their codes (B x T x codes_per_frame, int64) of latents
+        (B x T x code dims), always in float32: bf16 rounding would merge neighbouring codes. Without a quantizer,
+        the latents squashed into [-1, 1] unrounded, and B x T x 0 codes."""
+        latent = latent.float()
         if self.quantizer is None:
-            return torch.tanh(latent)
+            return torch.tanh(latent), latent.new_zeros(latent.shape[:-1] + (0,), dtype=torch.long)
         with torch.autocast(device_type=latent.device.type, enabled=False):
-            return self.quantizer.quantize(latent)
+            if isinstance(self.quantizer, ResidualQuantizer):
+                return self.quantizer(latent)
+            quantized = self.quantizer.quantize(latent.unflatten(-1, (self.num_codebooks, len(self.levels))))
+            return quantized.flatten(-2), self.quantizer.codes_to_indices(quantized).long()
 
-    def _indices(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code indices (... x num_codebooks, int64) of quantized codes; ... x 0 without a quantizer."""
-        if self.quantizer is None:
-            return torch.zeros(codes.shape[:-2] + (0,), dtype=torch.long, device=codes.device)
-        return self.quantizer.codes_to_indices(codes).long()
+    def _from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantized latents (B x T x code dims) of codes (B x T x k; a residual model's first k codes)."""
+        with torch.autocast(device_type=codes.device.type, enabled=False):
+            if isinstance(self.quantizer, ResidualQuantizer):
+                return self.quantizer.decode(codes.long())
+            return self.quantizer.indices_to_codes(codes.long()).float()
 
     def _require_codes(self) -> None:
         if self.quantizer is None:
@@ -177,8 +257,7 @@ class PoseFSQAutoencoder(nn.Module):
             )
 
     def _decode(self, codes: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
-        """Poses (B x T x 178 x 3, shoulder-normalized) from quantized codes (B x T x num_codebooks x len(levels))."""
-        codes = codes.flatten(2)
+        """Poses (B x T x 178 x 3, shoulder-normalized) from quantized latents (B x T x code dims)."""
         motion, static = codes[..., : codes.shape[-1] - self.static_dims], codes[..., codes.shape[-1] - self.static_dims :]
         hidden = self.from_codes(motion)
         out = 0.0
@@ -192,36 +271,54 @@ class PoseFSQAutoencoder(nn.Module):
         return out * self.std + self.mean
 
     def forward(
-        self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor | None = None
+        self,
+        poses: torch.Tensor,
+        observed: torch.Tensor,
+        padding: torch.Tensor | None = None,
+        quantizers: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruct ``poses`` (B x T x 178 x 3; ``observed`` B x T x 178 bool; ``padding`` B x T, True = pad).
+        """Reconstruct ``poses`` (B x T x 178 x 3; ``observed`` B x T x 178 bool; ``padding`` B x T, True = pad) from
+        all codes of a frame, or from the first ``quantizers`` of a residual model.
 
-        Returns the reconstruction (B x T x 178 x 3) and the codes (B x T x num_codebooks, int64).
+        Returns the reconstruction (B x T x 178 x 3) and the codes it used (B x T x codes_per_frame or
+        ``quantizers``, int64).
         """
+        kept = self.kept(quantizers)
         padding = _no_padding(poses) if padding is None else padding
-        codes = self._encode(poses, observed, padding)
-        return self._decode(codes.to(poses.dtype), padding), self._indices(codes)
+        quantized, codes = self._encode(poses, observed, padding)
+        if kept < codes.shape[-1]:
+            codes = codes[..., :kept]
+            quantized = self._from_codes(codes)
+        return self._decode(quantized.to(poses.dtype), padding), codes
 
     @torch.no_grad()
-    def encode(self, poses: torch.Tensor, observed: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """Codes per frame (B x T x num_codebooks, int64)."""
+    def encode(
+        self,
+        poses: torch.Tensor,
+        observed: torch.Tensor,
+        padding: torch.Tensor | None = None,
+        quantizers: int | None = None,
+    ) -> torch.Tensor:
+        """Codes per frame (B x T x codes_per_frame, int64), or a residual model's first ``quantizers``."""
         self._require_codes()
+        kept = self.kept(quantizers)
         padding = _no_padding(poses) if padding is None else padding
-        return self._indices(self._encode(poses, observed, padding))
+        return self._encode(poses, observed, padding)[1][..., :kept]
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
-        """Poses (B x T x 178 x 3, shoulder-normalized) from codes (B x T x num_codebooks)."""
+        """Poses (B x T x 178 x 3, shoulder-normalized) from codes (B x T x codes_per_frame, or a residual model's
+        first k codes of each frame)."""
         self._require_codes()
-        if codes.shape[-1] != self.num_codebooks:
-            raise UserError(f"codes have {codes.shape[-1]} codebooks per frame; this model uses {self.num_codebooks}")
+        if not self.decodes(codes.shape[-1]):
+            raise UserError(f"codes have {codes.shape[-1]} codes per frame; this model decodes {self.accepted()}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise UserError(
                 f"codes out of range [{int(codes.min())}, {int(codes.max())}]; "
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
         padding = _no_padding(codes) if padding is None else padding
-        return self._decode(self.quantizer.indices_to_codes(codes.long()), padding)
+        return self._decode(self._from_codes(codes), padding)
 
 
 def part_weighted_mse(

@@ -8,6 +8,7 @@ with non-finite weights is never written.
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
 import shutil
 import signal
@@ -46,15 +47,15 @@ class NonFiniteGuard(Callback):
 
 class Checkpoints(Callback):
     """One rolling ``last`` checkpoint every ``every`` steps (and a kept ``step-N.ckpt`` every ``keep_every`` steps if
-    > 0); on SIGTERM/SIGUSR1 (Slurm's time limit or its early warning, sent to every process of the job) it saves
-    ``last`` at the end of the current step and stops the run.
+    > 0); on SIGTERM/SIGUSR1 (Slurm's time limit or its early warning, sent to every process of the job) or SIGINT
+    (Ctrl-C) it saves ``last`` at the end of the current step and stops the run.
 
     Lightning installs its own SIGTERM handler when fitting starts (it stops at the next loop boundary, even
     mid-validation, without a checkpoint), so this callback takes SIGTERM back once training starts. Every rank
     stops at the same step when any rank was signalled. Call :meth:`restore` after fitting, whatever its outcome.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self, last: Path, every: int, keep_every: int = 0):
         self.last, self.every, self.keep_every = last, every, keep_every
@@ -123,22 +124,29 @@ def _clock(seconds: float) -> str:
 
 class StopAtStep(Callback):
     """Fault injection for tests (``SIGN_VQ_STOP_AT_STEP=STEP:HOW``): at the end of step STEP, after its checkpoint,
-    ``kill`` SIGKILLs every rank; ``term``/``usr1`` send SIGTERM/SIGUSR1 to rank zero's process group (as Slurm does
-    at a time limit); ``scancel-term``/``scancel-usr1`` ask Slurm to signal every step of this job."""
+    ``kill`` SIGKILLs every rank; ``term``/``usr1``/``int`` send SIGTERM/SIGUSR1/SIGINT to rank zero's process group
+    (as Slurm does at a time limit, or Ctrl-C in a terminal); ``scancel-term``/``scancel-usr1`` ask Slurm to signal
+    every step of this job; ``fork-term``/``fork-int`` make every DataLoader worker started afterwards (from the
+    start of training for STEP 0) send the signal to the process group as soon as it is forked."""
 
     ENV = "SIGN_VQ_STOP_AT_STEP"
-    HOWS = ("kill", "term", "usr1", "scancel-term", "scancel-usr1")
+    HOWS = ("kill", "term", "usr1", "int", "scancel-term", "scancel-usr1", "fork-term", "fork-int")
 
     def __init__(self, spec: str):
         step, _, how = spec.partition(":")
         if not step.isdigit() or how not in self.HOWS:
             raise UserError(f"{self.ENV}={spec!r}: expected STEP:HOW with HOW one of {', '.join(self.HOWS)}")
         self.step, self.how = int(step), how
+        self.signal = getattr(signal, f"SIG{how.rsplit('-', 1)[-1].upper()}", signal.SIGKILL)
 
     @classmethod
     def from_environment(cls) -> list[Callback]:
         spec = os.environ.get(cls.ENV)
         return [cls(spec)] if spec else []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.step == 0 and self.how.startswith("fork"):
+            multiprocessing.util.register_after_fork(self, StopAtStep._signal_group)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         if trainer.global_step != self.step:
@@ -147,8 +155,12 @@ class StopAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
         if not trainer.is_global_zero:
             return
-        name = self.how.rsplit("-", 1)[-1].upper()
         if self.how.startswith("scancel"):
-            subprocess.run(["scancel", f"--signal={name}", os.environ["SLURM_JOB_ID"]], check=True)
+            subprocess.run(["scancel", f"--signal={self.signal.name[3:]}", os.environ["SLURM_JOB_ID"]], check=True)
+        elif self.how.startswith("fork"):
+            multiprocessing.util.register_after_fork(self, StopAtStep._signal_group)
         else:
-            os.killpg(os.getpgid(0), getattr(signal, f"SIG{name}"))
+            self._signal_group()
+
+    def _signal_group(self) -> None:
+        os.killpg(os.getpgid(0), self.signal)

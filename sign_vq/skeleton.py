@@ -42,6 +42,12 @@ def header_for(width: int, height: int) -> PoseHeader:
     return PoseHeader(version=0.2, dimensions=PoseHeaderDimensions(width, height, 1), components=base.components)
 
 
+def values_and_mask(pose: np.ma.MaskedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A masked pose (T x 178 x 3) as float32 values, 0 where missing, and its mask (T x 178, True = missing: a point
+    with any coordinate masked): what the model and the metrics take."""
+    return np.ma.filled(pose.astype(np.float32), 0.0), np.ma.getmaskarray(pose).any(axis=-1)
+
+
 def make_pose(data: np.ndarray, confidence: np.ndarray, fps: float, width: int, height: int) -> Pose:
     """A one-person canonical 178-point pose (data T x 178 x 3, confidence T x 178; 0 = not observed)."""
     values = np.asarray(data, dtype=np.float32)[:, None]

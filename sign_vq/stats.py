@@ -17,9 +17,9 @@ import numpy as np
 from sign_vq import skeleton
 from sign_vq.errors import UserError
 from sign_vq.fileio import write_json
+from sign_vq.preprocess import FLOAT16_MAX  # poses are stored as float16: no mean or spread can exceed it
 
 SHAPE = (skeleton.NUM_POINTS, skeleton.DIMS)
-FLOAT16_MAX = float(np.finfo(np.float16).max)  # poses are stored as float16: no mean or spread can exceed it
 RTOL = 1e-6  # float64 rounding allowed between sums, and between the sums and a stored mean/std
 
 

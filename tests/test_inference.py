@@ -178,6 +178,31 @@ def test_one_and_two_codebook_models_encode_and_decode(tmp_path, num_codebooks):
     assert read(tmp_path / "p" / "essen.pose").body.data.shape[0] == pose.frames
 
 
+def test_residual_encode_quantizers_round_trips_through_the_codes_corpus(tmp_path, caplog):
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt", quantizer="residual", num_quantizers=4)
+    model = load_model(checkpoint)
+    pose = preprocess.preprocess_file(LONG)
+    corpus_file = tmp_path / "codes.csv"
+    assert main(["encode", "--model", str(checkpoint), "--quantizers", "2", "--output", str(corpus_file), str(LONG)]) == 0
+    row = corpus_file.read_text().splitlines()[1].split(",")
+    codes = np.array(row[3].split(), dtype=np.int64).reshape(int(row[2]), -1)  # codes per frame = codes / length
+    assert codes.shape == (pose.frames, 2)
+    assert np.array_equal(codes, inference.encode(model, LONG, quantizers=2))
+    assert np.array_equal(codes, inference.encode(model, LONG)[:, :2])  # the first 2 of the 4 codes
+    assert main(["decode", "--model", str(checkpoint), "--output", str(tmp_path / "p"), str(corpus_file)]) == 0
+    recon, _ = inference.reconstruct_array(model, pose.data, pose.mask, quantizers=2)
+    placed = inference.placed_pose(recon, pose.fps).body.data
+    np.testing.assert_allclose(read(tmp_path / "p" / "essen.pose").body.data, placed, atol=1e-3)
+    assert main(["reconstruct", "--model", str(checkpoint), "--quantizers", "2", "--output", str(tmp_path / "r"),
+                 str(LONG)]) == 0
+    expected = inference.reconstruct_file(model, LONG, quantizers=2).body.data
+    np.testing.assert_allclose(read(tmp_path / "r" / "essen.pose").body.data, expected, atol=1e-3)
+    with caplog.at_level(logging.ERROR):
+        assert main(["encode", "--model", str(checkpoint), "--quantizers", "5", "--output", str(tmp_path / "x.csv"),
+                     str(LONG)]) == 2
+    assert "--quantizers 5: this model keeps 1 to 4" in caplog.text and not (tmp_path / "x.csv").exists()
+
+
 @pytest.mark.parametrize(
     "codes, problem",
     [

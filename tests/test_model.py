@@ -44,14 +44,13 @@ def test_fsq_codebooks_quantize_each_codebook_alone_and_indices_map_back(num_cod
     single = FSQ([8, 5, 5, 5])  # one codebook: the reference for each slice of 4 dimensions
     expected = torch.stack([single.quantize(part) for part in latent.split(4, dim=-1)], dim=-2)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        codes = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
-        indices = model._indices(codes)
-        back = model.quantizer.indices_to_codes(indices)
+        codes, indices = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
+        back = model._from_codes(indices)
     if autocast:  # the bf16 input is what the quantizer sees
         expected = torch.stack([single.quantize(p.float()) for p in latent.bfloat16().split(4, dim=-1)], dim=-2)
-    assert codes.dtype == torch.float32 and torch.equal(codes, expected)
+    assert codes.dtype == torch.float32 and torch.equal(codes, expected.flatten(-2))
     assert indices.shape == (3, 50, num_codebooks) and 0 <= int(indices.min()) <= int(indices.max()) < 1000
-    assert torch.equal(back, codes.flatten(-2))
+    assert torch.equal(back, codes)
 
 
 @pytest.mark.parametrize("num_codebooks", [2, 4])
@@ -63,6 +62,80 @@ def test_decode_of_encode_is_forward(num_codebooks):
     assert torch.equal(model.encode(poses, observed), codes) and codes.shape == (2, 10, num_codebooks)
     assert torch.allclose(model.decode(codes), recon, atol=1e-5)
     assert model.bits_per_frame == pytest.approx(num_codebooks * np.log2(1000))
+
+
+def residual_model(**kwargs: object) -> PoseFSQAutoencoder:
+    torch.manual_seed(0)
+    return PoseFSQAutoencoder(**SMALL, quantizer="residual", num_quantizers=4, **kwargs).eval()
+
+
+def test_residual_first_k_codes_decode_on_their_own():
+    model = residual_model()
+    poses, observed = torch.randn(2, 10, 178, 3) * 0.3, torch.rand(2, 10, 178) > 0.2
+    recon, codes = model(poses, observed)
+    assert codes.shape == (2, 10, 4) and model.bits_per_frame == pytest.approx(4 * np.log2(1000))
+    coarse = []
+    for k in (1, 2, 3, 4):
+        first = model.encode(poses, observed, quantizers=k)
+        assert torch.equal(first, codes[..., :k])  # the first k codes are the full encoding's, cut
+        recon_k, used = model(poses, observed, quantizers=k)
+        assert torch.equal(used, first) and torch.allclose(model.decode(first), recon_k, atol=1e-5)
+        coarse.append(recon_k)
+    assert torch.allclose(coarse[-1], recon, atol=1e-5)
+    assert not torch.allclose(coarse[0], recon, atol=1e-3)  # one code is not all four
+
+
+def test_residual_refuses_more_quantizers_than_it_has_in_one_line():
+    model = residual_model()
+    poses, observed = torch.randn(1, 4, 178, 3), torch.ones(1, 4, 178, dtype=torch.bool)
+    for k in (0, 5):
+        with pytest.raises(UserError, match=f"--quantizers {k}: this model keeps 1 to 4") as error:
+            model.encode(poses, observed, quantizers=k)
+        assert "\n" not in str(error.value)
+    with pytest.raises(UserError, match="codes have 5 codes per frame; this model decodes 1 to 4"):
+        model.decode(torch.zeros(1, 4, 5, dtype=torch.long))
+    with pytest.raises(UserError, match="--quantizers 2: .* fewer need a model.quantizer: residual model"):
+        PoseFSQAutoencoder(**SMALL, num_codebooks=4).encode(poses, observed, quantizers=2)
+    message = str(refused({"train": {"model": {"quantizer": "residual", "num_codebooks": 2}}}))
+    assert "train.model.num_codebooks = 2" in message and "must be 1 with train.model.quantizer: residual" in message
+    message = str(refused({"train": {"model": {"quantizer": "residual", "num_quantizers": 1, "static_dims": 4}}}))
+    assert "below num_quantizers x len(levels) = 4" in message
+
+
+def refused(config: dict) -> UserError:
+    with pytest.raises(UserError) as error:
+        validate(config)
+    return error.value
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_residual_codes_stay_in_range_in_float32_under_bf16_autocast(autocast):
+    model = residual_model()
+    latent = torch.randn(3, 50, 16) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        quantized, codes = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
+        back = model._from_codes(codes)
+    assert quantized.dtype == torch.float32 and back.dtype == torch.float32
+    assert codes.shape == (3, 50, 4) and 0 <= int(codes.min()) <= int(codes.max()) < 1000
+    assert torch.allclose(back, quantized, atol=1e-6)
+    expected, _ = model._quantize(latent.bfloat16().float() if autocast else latent)  # what float32 rounding gives
+    assert torch.equal(quantized, expected)
+
+
+def test_residual_quantizer_dropout_keeps_the_first_codes_of_a_training_batch():
+    model = residual_model(quantize_dropout=1.0).train()
+    kept = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        quantized, codes = model._quantize(torch.randn(2, 6, 16))
+        j = int((codes[0, 0] >= 0).sum())
+        assert (codes[..., :j] >= 0).all() and (codes[..., j:] == -1).all()
+        assert torch.allclose(quantized, model._from_codes(codes[..., :j]), atol=1e-6)
+        kept.add(j)
+    assert kept == {1, 2, 3, 4}
+    with torch.no_grad():  # validation and inference use every quantizer
+        assert (model._quantize(torch.randn(2, 6, 16))[1] >= 0).all()
+    assert (model.eval()._quantize(torch.randn(2, 6, 16))[1] >= 0).all()
 
 
 def test_a_far_outlier_reaches_the_encoder_only_as_far_as_the_input_limit():
@@ -83,7 +156,8 @@ def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
     torch.manual_seed(0)
     model = PoseFSQAutoencoder(**SMALL, quantizer="none", num_codebooks=2).eval()
     latent = torch.randn(2, 5, 8)
-    assert torch.equal(model._quantize(latent), torch.tanh(latent).unflatten(-1, (2, 4)))
+    quantized, codes = model._quantize(latent)
+    assert torch.equal(quantized, torch.tanh(latent)) and codes.shape == (2, 5, 0)
     recon, codes = model(torch.randn(2, 5, 178, 3), torch.ones(2, 5, 178, dtype=torch.bool))
     assert recon.shape == (2, 5, 178, 3) and codes.shape == (2, 5, 0)
     assert model.codebook_size == 0 and model.bits_per_frame == 32 * 8
@@ -97,7 +171,7 @@ def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
         validate({"train": {"model": {"quantizer": "vq"}}})
 
 
-@pytest.mark.parametrize(("quantizer", "num_codebooks"), [("fsq", 2), ("fsq", 4), ("none", 1)])
+@pytest.mark.parametrize(("quantizer", "num_codebooks"), [("fsq", 2), ("fsq", 4), ("residual", 1), ("none", 1)])
 def test_variants_train_and_reconstruct(dataset, tmp_path, quantizer, num_codebooks):
     steps = 40
     config = typed(Config, validate({"train": {
@@ -113,6 +187,7 @@ def test_variants_train_and_reconstruct(dataset, tmp_path, quantizer, num_codebo
     mask = np.ma.getmaskarray(pose).any(-1)
     recon, codes = reconstruct_array(model, np.ma.filled(pose.astype(np.float32), 0.0), mask)
     assert recon.shape == pose.shape and np.isfinite(recon).all()
-    assert codes.shape == (len(pose), num_codebooks if quantizer == "fsq" else 0)
+    per_frame = {"fsq": num_codebooks, "residual": 4, "none": 0}[quantizer]  # residual: num_quantizers' default
+    assert codes.shape == (len(pose), per_frame) and model.codes_per_frame == per_frame
     losses = (tmp_path / "model" / "metrics.csv").read_text().splitlines()
     assert len(losses) > 1

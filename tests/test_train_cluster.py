@@ -151,6 +151,31 @@ def test_a_stop_signal_to_the_process_group_saves_one_checkpoint_and_the_rerun_f
     assert read_checkpoint(output / "model.ckpt")["global_step"] == 30
 
 
+SIGNAL_REPEATS = 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("repeat", range(SIGNAL_REPEATS))
+@pytest.mark.parametrize(("moment", "saved_at"), [
+    ("0:fork-term", 1),  # every training worker signals the group as soon as it is forked
+    ("5:fork-term", 6),  # the validation workers do, at their first start
+    ("3:term", 4),  # mid-epoch
+    ("10:term", 11),  # right after a periodic checkpoint, before a validation epoch restarts its workers
+    ("0:fork-int", 1),  # Ctrl-C while the workers start
+    ("7:int", 8),  # Ctrl-C mid-epoch
+])
+def test_a_stop_signal_at_any_moment_never_kills_a_worker_and_the_main_process_saves(
+    dataset, tmp_path, moment, saved_at, repeat
+):
+    config = write_config(tmp_path / "c.yaml", max_steps=14, checkpoint_every=10, val_every=5, num_workers=2)
+    output = tmp_path / "run"
+    stopped = run_train(config, dataset, output, extra_env={"SIGN_VQ_STOP_AT_STEP": moment}, start_new_session=True)
+    assert stopped.returncode == INTERRUPTED, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr and "killed by signal" not in stopped.stderr
+    assert f"stop signal received: saved {output / 'checkpoints' / 'last.ckpt'} at step {saved_at}" in stopped.stderr
+    assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == saved_at
+
+
 @pytest.mark.slow
 def test_two_nodes_of_one_process_each_train_as_one_run(dataset, tmp_path):
     """`num_nodes: 2` started by hand on one machine (what a launcher does on two): node ranks 0 and 1 meet at
