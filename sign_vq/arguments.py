@@ -55,6 +55,9 @@ def _render(parser: argparse.ArgumentParser) -> None:
 
 def _inference(parser: argparse.ArgumentParser, stage: str) -> None:
     add_model_arguments(parser)
+    if stage in ("encode", "reconstruct"):
+        parser.add_argument("--quantizers", type=int, metavar="K",
+                            help="keep the first K codes of each frame (a model.quantizer: residual model; default: all)")
     if stage == "encode":
         parser.add_argument("--output", required=True, type=Path,
                             help="FILE.csv: one codes corpus (a row per pose); otherwise a folder of .npy per pose")

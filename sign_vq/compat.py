@@ -82,7 +82,7 @@ def _write_poses(args: argparse.Namespace) -> int:
         raise UserError(f"--output {output}: a folder; codes given directly go to one .pose file (name it)")
     fps = inference.check_fps(args.fps, "--fps")
     model = load_on(args.model, args.device)
-    arrays = [parse_codes(text, model.num_codebooks, name) for name, text in lines]
+    arrays = [parse_codes(text, model.codes_per_frame, name) for name, text in lines]
     poses = inference.decode_arrays(model, arrays, [name for name, _ in lines])
     targets = [output / f"{index}.pose" for index in range(len(poses))] if from_file else [output]
     for pose, target in zip(poses, targets):
