@@ -194,12 +194,18 @@ def stage_local_lists(
     for shard, text in enumerate(texts):
         name = f"{shard:03d}"
         path = content_name(os.path.join(lists_dir, f"shard-{name}"), text, ".txt")
-        staged = Path(staging) / os.path.basename(path)
-        if not os.path.exists(path) and not staged.exists():
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            write_text_if_changed(staged, text)
+        if not os.path.exists(path):
+            stage_text(Path(staging) / os.path.basename(path), text)
         lists[name] = ShardList(path, not text, largest_size(text))
     return lists, listing
+
+
+def stage_text(staged: Path, text: str) -> None:
+    """Write ``text`` to ``staged`` (atomically) unless it is there: a content-named file waiting to be moved into
+    place by a job."""
+    if not staged.exists():
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        write_text_if_changed(staged, text)
 
 
 def largest_size(text: str) -> int:

@@ -21,8 +21,8 @@ sys.path.insert(0, REPO)
 
 from sign_vq.config import validate as validate_sign_vq_config
 from sign_vq.errors import UserError
-from sign_vq.fileio import atomic_open, write_text_if_changed
-from sign_vq.shards import content_name, list_entries, stage_local_lists
+from sign_vq.fileio import atomic_open
+from sign_vq.shards import content_name, list_entries, stage_local_lists, stage_text
 
 # --- configuration -----------------------------------------------------------------------------------------------
 # sign_vq.config names the wrong key and its allowed values in one line; Snakemake's own check follows.
@@ -72,10 +72,9 @@ TRAIN_CONFIG = content_name(f"{RESULTS}/configs/train", TRAIN_YAML, ".yaml")
 # files or list lines are reported in LISTS/skipped.tsv. Bucket mode: the sync checkpoint writes the lists.
 STAGED = os.path.join(".snakemake", "sign-vq-staged")
 LOCAL_LISTS = {}  # shard name -> shards.ShardList (main process, local mode)
-SKIPPED_REPORT = {
-    "digest": "",
-    "staged": "",
-}  # the report of skipped entries, staged like a list
+SKIPPED_STAGED = (
+    ""  # the report of skipped entries, staged like a list (main process, local mode)
+)
 if not BUCKET and workflow.is_main_process:
     try:
         LOCAL_LISTS, _listing = stage_local_lists(
@@ -83,15 +82,11 @@ if not BUCKET and workflow.is_main_process:
         )
     except UserError as error:
         raise WorkflowError(f"input.local_dir: {error}") from None
-    SKIPPED_REPORT["staged"] = content_name(
-        f"{STAGED}/skipped", _listing.report(), ".tsv"
-    )
-    SKIPPED_REPORT["digest"] = os.path.basename(SKIPPED_REPORT["staged"])
-    if not os.path.exists(SKIPPED_REPORT["staged"]):
-        write_text_if_changed(SKIPPED_REPORT["staged"], _listing.report())
+    SKIPPED_STAGED = content_name(f"{STAGED}/skipped", _listing.report(), ".tsv")
+    stage_text(Path(SKIPPED_STAGED), _listing.report())
     if _listing.skipped:
         logger.warning(
-            f"input.local_dir: skipped entries that are not readable pose files or whose names cannot be "
+            f"input.local_dir: skipped entries that are not pose files, not readable or whose names cannot be "
             f"listed: {len(_listing.skipped)}, each with its reason in {LISTS}/skipped.tsv"
         )
     del _listing
