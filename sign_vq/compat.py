@@ -20,6 +20,7 @@ from sign_vq.arguments import add_model_arguments
 from sign_vq.cli import main, run_logged
 from sign_vq.errors import UserError
 
+
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_model_arguments(parser)
