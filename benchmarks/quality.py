@@ -1,14 +1,16 @@
 """Rate-distortion benchmark (`make bench-quality`): train on 12 fingerspelling languages, reconstruct 3 unseen ones.
 
-The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with levels [8,5,5,5]) and without a
-quantizer (its upper bound: the gap is what quantization costs), each trained for the same steps. Every error is a
-ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every whole test pose, from
-:class:`sign_vq.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion error, handshape
-error, nDTW mean joint error) and per body point; then per held-out language, and the pose that weighs most in
-each part (its share of the part's error, the part's ratio without it: one glitched recording can carry half of
-it). Targets (issue 15) are checked at the end.
+The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with levels [8,5,5,5]), without a
+quantizer (its upper bound: the gap is what quantization costs), and one residual model of 4 quantizers decoded from
+its first k = 1, 2, 3, 4 codes per frame (10 to 40 bits from one model), each trained for the same steps at the
+same size. Every error is a ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every
+whole test pose, from :class:`sign_vq.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion
+error, handshape error, nDTW mean joint error, pose-evaluation's DTWp and nDTWp, jitter and acceleration error) and
+per body point; then per held-out language, and the pose that weighs most in each part (its share of the part's
+error, the part's ratio without it: one glitched recording can carry half of it). Targets (issues 15 and 24) are
+checked at the end.
 
-    python -m benchmarks.quality [--quick] [--steps N] [--threads N] [--variants 1,2,4,none]
+    python -m benchmarks.quality [--quick] [--steps N] [--threads N] [--variants 1,2,4,none,residual]
                                  [--held-out gss,psr,tsm] [--data DIR] [--train T.yaml] [--workdir D]
 """
 
@@ -56,7 +58,8 @@ TRAIN = {
 QUICK = {"max_steps": 600, "batch_size": 8, "val_every": 600, "checkpoint_every": 600,
          "model": {**TRAIN["model"], "d_model": 64, "encoder_layers": 2, "decoder_layers": 2}}
 VARIANTS = {"1": {"num_codebooks": 1}, "2": {"num_codebooks": 2}, "4": {"num_codebooks": 4},
-            "none": {"num_codebooks": 1, "quantizer": "none"}}
+            "none": {"num_codebooks": 1, "quantizer": "none"},
+            "residual": {"num_codebooks": 1, "quantizer": "residual", "num_quantizers": 4}}
 PARTS = (*skeleton.PARTS, "all")
 TITLES = {"body": "body", "face": "face", "left_hand": "left hand", "right_hand": "right hand", "all": "overall"}
 
@@ -78,15 +81,17 @@ def prepare(data: Path, held_out: set[str], work: Path) -> dict:
             "languages_train": len(languages) - len(held_out), "poses_train": len(seen), "poses_test": len(unseen)}
 
 
-def evaluate(model_dir: Path, archive: Path) -> dict:
-    """Metrics of the model over every whole pose of ``archive`` (with DTW), the body's per-point ratios, the ratios
-    per language (the folder in a pose's id), and each pose's error and reference sums per part."""
+def evaluate(model_dir: Path, archive: Path, quantizers: int | None = None) -> dict:
+    """Metrics of the model (from a residual model's first ``quantizers`` codes when given) over every whole pose of
+    ``archive`` (with DTW), the body's per-point ratios, the ratios per language (the folder in a pose's id), and
+    each pose's error and reference sums per part."""
     model = load_model(model_dir)
     zipped = PoseZip(archive)
-    metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame, dtw=True)
+    bits = model.bits_per_frame if quantizers is None else model.bits_per_frame * model.kept(quantizers) / model.codes_per_frame
+    metrics = ReconstructionMetrics(model.codebook_size, bits, dtw=True)
     poses = []
     with evaluating(model):
-        for pose in reconstructions(model, zipped, zipped.entries):
+        for pose in reconstructions(model, zipped, zipped.entries, quantizers):
             add_pose(metrics, pose)
             alone = new_metrics(model)
             add_pose(alone, pose)
@@ -124,12 +129,28 @@ def variant_config(base: dict, overrides: dict, variant: dict) -> Config:
     return typed(Config, validate({"train": {**base, **overrides, "model": model}}))
 
 
-def run_variant(name: str, config: Config, files: dict, work: Path) -> dict:
+def run_variant(name: str, config: Config, files: dict, work: Path) -> dict[str, dict]:
+    """Train variant ``name`` and evaluate it: one result, or one per k first codes of the residual model
+    (``residual@k``)."""
     start = time.perf_counter()
     if train(config, files["train"], files["stats"], work / f"model-{name}") != 0:
         raise SystemExit(f"variant {name}: training stopped early")
     minutes = (time.perf_counter() - start) / 60
-    return {**evaluate(work / f"model-{name}", files["test"]), "train_minutes": minutes}
+    model = config.train.model
+    decoded = {name: None}
+    if model.quantizer == "residual":
+        decoded = {f"{name}@{k}": k for k in range(1, model.num_quantizers + 1)}
+    return {row: {**evaluate(work / f"model-{name}", files["test"], k), "train_minutes": minutes}
+            for row, k in decoded.items()}
+
+
+def label(name: str) -> str:
+    """A variant's row label: ``1 codebook``, ``no quantizer``, ``residual, first 2``."""
+    if name == "none":
+        return "no quantizer"
+    if "@" in name:
+        return f"residual, first {name.split('@')[1]}"
+    return f"{name} codebook{'s' * (name != '1')}"
 
 
 def _row(label: str, values: list[str]) -> str:
@@ -138,25 +159,33 @@ def _row(label: str, values: list[str]) -> str:
 
 def print_tables(results: dict[str, dict]) -> None:
     """Markdown tables: rate-distortion, the field's metrics, and the body per point (ratios to the reference)."""
-    labels = {name: ("no quantizer" if name == "none" else f"{name} codebook{'s' * (name != '1')}") for name in results}
+    labels = {name: label(name) for name in results}
     print("\nper-part error / per-pose-mean reference (unseen languages)\n")
     print(_row("variant", [TITLES[p] for p in PARTS] + ["codes used", "perplexity", "bits/frame", "train min"]))
     print(_row("---", ["---"] * (len(PARTS) + 4)))
     for name, r in results.items():
-        codes = "-" if name == "none" else f"{r['codebook_utilization']:.1%}"
+        codes = "-" if name == "none" else f"{r['codebook_utilization']:.1%}"  # residual: its k codebooks pooled
         perplexity = "-" if name == "none" else f"{r['perplexity']:.0f}"
         bits = f"({r['bits_per_frame']:.0f}, float)" if name == "none" else f"{r['bits_per_frame']:.1f}"
         print(_row(labels[name], [f"{r[f'ratio_{p}']:.2f}" for p in PARTS]
                    + [codes, perplexity, bits, f"{r['train_minutes']:.1f}"]))
     print("\nthe field's metrics, ratios: motion error (own mean removed) / motion size; handshape (wrist-aligned);"
-          " nDTW-MJE / reference\n")
+          " nDTW-MJE, DTWp and nDTWp (pose-evaluation, hands) / reference; jitter and acceleration error / the"
+          " original's acceleration\n")
     field = [f"motion {TITLES[p]}" for p in PARTS] + [f"handshape {TITLES[h]}" for h in HANDS]
-    field += [f"DTW {TITLES[p]}" for p in PARTS]
+    field += [f"DTW {TITLES[p]}" for p in PARTS] + ["DTWp", "nDTWp", "jitter", "accel error"]
     print(_row("variant", field))
     print(_row("---", ["---"] * len(field)))
     for name, r in results.items():
         values = [r[f"ratio_motion_{p}"] for p in PARTS] + [r[f"ratio_handshape_{h}"] for h in HANDS]
-        values += [r[f"ratio_dtw_{p}"] for p in PARTS]
+        values += [r[f"ratio_dtw_{p}"] for p in PARTS] + [r[k] for k in ("ratio_dtwp", "ratio_ndtwp")]
+        values += [r["ratio_jitter"], r["ratio_accel"]]
+        print(_row(labels[name], [f"{v:.2f}" for v in values]))
+    print("\npose-evaluation's DTWp (pixels) and nDTWp (shoulder widths), per pose, beside the trivial reference's\n")
+    print(_row("variant", ["DTWp", "DTWp reference", "nDTWp", "nDTWp reference"]))
+    print(_row("---", ["---"] * 4))
+    for name, r in results.items():
+        values = [r["dtwp"], r["reference_dtwp"], r["ndtwp"], r["reference_ndtwp"]]
         print(_row(labels[name], [f"{v:.2f}" for v in values]))
     print("\nper held-out language, error / reference\n")
     languages = next(iter(results.values()))["languages"]
@@ -182,7 +211,7 @@ def print_tables(results: dict[str, dict]) -> None:
 
 
 def check_targets(results: dict[str, dict]) -> list[str]:
-    """Issue 15's targets on the unseen languages, each with MET / MISSED."""
+    """Issues 15's and 24's targets on the unseen languages, each with MET / MISSED."""
     checks = []
     parts = list(skeleton.PARTS)
     if "1" in results:
@@ -190,8 +219,16 @@ def check_targets(results: dict[str, dict]) -> list[str]:
         checks.append(("10 bits: every part <= 1.0x", all(r[f"ratio_{p}"] <= 1.0 for p in parts)))
         checks.append(("10 bits: >= 60 % of the codes used", r["codebook_utilization"] >= 0.6))
         checks.append(("10 bits: hand motion <= 0.5x", all(r[f"ratio_motion_{h}"] <= 0.5 for h in HANDS)))
+        checks.append(("10 bits: mean acceleration <= 1.2x the original's", r["ratio_jitter"] <= 1.2))
     if "4" in results:
         checks.append(("40 bits: every part <= 0.5x", all(results["4"][f"ratio_{p}"] <= 0.5 for p in parts)))
+        checks.append(("40 bits: every part <= 0.6x", all(results["4"][f"ratio_{p}"] <= 0.6 for p in parts)))
+        checks.append(("40 bits: hand motion <= 0.4x", all(results["4"][f"ratio_motion_{h}"] <= 0.4 for h in HANDS)))
+    for k in ("1", "2", "4"):
+        if k in results and f"residual@{k}" in results:
+            residual, product = results[f"residual@{k}"]["ratio_all"], results[k]["ratio_all"]
+            checks.append((f"residual, first {k}: overall within 5 % of {label(k)} ({residual:.3f} vs {product:.3f})",
+                           residual <= 1.05 * product))
     return [f"{'MET   ' if ok else 'MISSED'} {text}" for text, ok in checks]
 
 
@@ -220,13 +257,15 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-quality-"))
     files = prepare(corpus(args.data), held_out, work)
     overrides = yaml.safe_load(args.train.read_text())["train"] if args.train else {}
-    results = {name: run_variant(name, variant_config(base, overrides, VARIANTS[name]), files, work) for name in names}
+    results: dict[str, dict] = {}
+    for name in names:
+        results.update(run_variant(name, variant_config(base, overrides, VARIANTS[name]), files, work))
 
     print(f"\nquality: {steps} steps per variant on {torch.get_num_threads()} threads; train = "
           f"{files['languages_train']} languages ({files['poses_train']} poses), test = {', '.join(sorted(held_out))} "
           f"({files['poses_test']} poses, never seen)")
     print_tables(results)
-    print("\ntargets (issue 15):\n" + "\n".join(check_targets(results)))
+    print("\ntargets (issues 15 and 24):\n" + "\n".join(check_targets(results)))
     report = {"steps": steps, "quick": args.quick, "threads": torch.get_num_threads(), "languages_test": sorted(held_out),
               "overrides": overrides, "variants": results,
               **{k: v for k, v in files.items() if not isinstance(v, Path)}}

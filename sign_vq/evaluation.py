@@ -44,11 +44,14 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def reconstructions(model: PoseFSQAutoencoder, archive: PoseZip, entries: Iterable[dict]) -> Iterator[Reconstruction]:
-    """The reconstruction of each pose of ``entries`` (read from ``archive``), in order."""
+def reconstructions(
+    model: PoseFSQAutoencoder, archive: PoseZip, entries: Iterable[dict], quantizers: int | None = None
+) -> Iterator[Reconstruction]:
+    """The reconstruction of each pose of ``entries`` (read from ``archive``), in order, from all codes of a frame or
+    a residual model's first ``quantizers``."""
     for entry in entries:
         data, mask = skeleton.values_and_mask(archive.read(entry))
-        recon, codes = reconstruct_array(model, data, mask)
+        recon, codes = reconstruct_array(model, data, mask, quantizers)
         yield Reconstruction(entry, data, mask, recon, codes)
 
 
@@ -58,13 +61,15 @@ def new_metrics(model: PoseFSQAutoencoder) -> ReconstructionMetrics:
 
 
 def add_pose(metrics: ReconstructionMetrics, pose: Reconstruction) -> None:
-    """Add one whole pose to ``metrics`` (its reference is the pose's own mean; pixels via its shoulder width)."""
+    """Add one whole pose to ``metrics`` (its reference is the pose's own mean; pixels via its shoulder width and
+    centre)."""
     metrics.update(
         torch.from_numpy(pose.recon)[None],
         torch.from_numpy(pose.data)[None],
         torch.from_numpy(~pose.mask)[None],
         torch.from_numpy(pose.codes)[None],
         scale=torch.tensor([float(pose.entry["scale"])]),
+        center=torch.tensor([pose.entry["center"]], dtype=torch.float64),
     )
 
 

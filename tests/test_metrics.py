@@ -5,16 +5,22 @@ from __future__ import annotations
 import importlib.util
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from sign_vq import metrics as metrics_module
 from sign_vq import skeleton
 from sign_vq.metrics import (
     FLOAT16_BITS_PER_FRAME,
     ReconstructionMetrics,
     codebook_stats,
+    dtw_distances,
     dtw_point_costs,
+    dtwp,
     metrics_table,
+    ndtwp,
+    signing_span,
     trivial_reference,
 )
 
@@ -107,6 +113,100 @@ def test_jitter_of_constant_velocity_is_zero_and_acceleration_is_measured():
     assert result["jitter"] == pytest.approx((0.2 + 0.4 + 0.2) / (T - 2))
 
 
+def test_acceleration_error_and_jitter_against_the_originals_acceleration():
+    target = moving_pose()
+    target[..., 1] = 0.1 * torch.arange(T, dtype=torch.float64).square()[None, :, None]  # y accelerates 0.2 a frame
+    shifted = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    shifted.update(target + 0.5, target, all_observed())
+    result = shifted.compute()
+    assert result["jitter"] == pytest.approx(0.2) and result["jitter_target"] == pytest.approx(0.2)
+    assert result["ratio_jitter"] == pytest.approx(1.0) and result["accel_error"] == pytest.approx(0.0, abs=1e-12)
+    doubled = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0)
+    doubled.update(target * 2, target, all_observed())
+    result = doubled.compute()
+    assert result["ratio_jitter"] == pytest.approx(2.0) and result["accel_error"] == pytest.approx(0.2)
+    assert result["ratio_accel"] == pytest.approx(1.0)
+
+
+def test_dtw_distance_known_answers(monkeypatch):
+    assert dtw_distances(np.array([[[0.0], [1.0], [2.0]]]), np.array([[[0.0], [2.0]]])) == pytest.approx([1.0])
+    path = np.array([[[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]]])
+    held = np.repeat(path, [2, 1, 3], axis=1)  # every frame held: DTW forgives it
+    assert dtw_distances(held, path) == pytest.approx([0.0])
+    still = np.zeros((2, 4, 3))  # 4 frames at the origin against 2 frames 5 away: 4 matched pairs of 25
+    assert dtw_distances(still, np.full((2, 2, 3), [3.0, 4.0, 0.0])) == pytest.approx([10.0, 10.0])
+    rng = np.random.default_rng(0)
+    hyp, ref = rng.normal(size=(5, 9, 3)), rng.normal(size=(5, 7, 3))
+    whole = dtw_distances(hyp, ref)
+    monkeypatch.setattr(metrics_module, "DTW_CELLS", 100)  # one trajectory at a time: the same answers
+    assert np.allclose(dtw_distances(hyp, ref), whole)
+
+
+def arms(frames: int, raised: dict[str, range]) -> tuple[np.ndarray, np.ndarray]:
+    """A T x 178 x 3 pose, every point observed: shoulders at (+-1, 0, 0), elbows at y = 1, each wrist at y = 2
+    (below its elbow: image y grows downwards) except in its ``raised`` frames (y = 0)."""
+    data = np.zeros((frames, P, 3))
+    data[:, skeleton.LEFT_SHOULDER, 0], data[:, skeleton.RIGHT_SHOULDER, 0] = 1.0, -1.0
+    for side, elbow in (("left", 2), ("right", 3)):
+        data[:, elbow, 1] = 1.0
+        wrist = skeleton.BODY_WRIST[side]
+        data[:, wrist, 1] = 2.0
+        data[list(raised.get(side, ())), wrist, 1] = 0.0
+    return data, np.ones((frames, P), dtype=bool)
+
+
+def test_signing_span_trims_frames_where_no_wrist_is_raised():
+    assert signing_span(*arms(20, {})) == (0, 20)  # never raised: nothing trimmed
+    assert signing_span(*arms(20, {"left": range(8, 12)})) == (3, 17)  # 5 frames kept on either side
+    data, seen = arms(20, {"left": range(8, 12), "right": range(12, 14)})
+    seen[14:, skeleton.BODY_WRIST["right"]] = False  # right wrist unseen after frame 13: its span ends there
+    assert signing_span(data, seen) == (3, 17)
+    assert signing_span(*arms(20, {"right": range(1, 19)})) == (0, 20)
+
+
+def test_dtwp_known_answer_with_trimming_and_missing_points():
+    down = np.array([0.0, 50.0, 0.0])  # the hands of the reconstruction stay at the origin
+    ref, ref_seen = arms(12, {"left": range(7, 12)})  # kept: frames 2 to 11, the hands down in 2..6, up in 7..11
+    ref[:7, metrics_module.HAND_POINTS] = down
+    hyp, hyp_seen = arms(10, {"left": range(10)})  # kept whole: the hands always up
+    # every trimmed-down frame of the original costs 50^2 once: sqrt(5 x 2500) per hand point
+    assert dtwp(hyp, hyp_seen, ref, ref_seen) == pytest.approx(50 * math.sqrt(5))
+    ref_seen[:, metrics_module.HAND_POINTS[0]] = False  # one point never seen: filled with (10, 10, 10)
+    missing = math.sqrt(10 * 300)  # 10 frames of the hand at the origin against (10, 10, 10)
+    assert dtwp(hyp, hyp_seen, ref, ref_seen) == pytest.approx((41 * 50 * math.sqrt(5) + missing) / 42)
+
+
+def test_ndtwp_normalizes_each_pose_by_its_shoulders_and_fills_missing_points_with_one():
+    ref, seen = arms(6, {})
+    ref[:, metrics_module.HAND_POINTS, 0] = np.linspace(-1, 1, 42)
+    ref[:, metrics_module.HAND_POINTS, 1] = np.arange(6)[:, None] * 0.1  # the hands move down
+    hyp = ref * 3.0 + np.array([7.0, -2.0, 1.0])  # the same signing, larger and elsewhere
+    assert ndtwp(hyp, seen, ref, seen) == pytest.approx(0.0, abs=1e-12)
+    assert dtwp(hyp, seen, ref, seen) > 1  # DTWp is in the poses' own coordinates
+    missing = seen.copy()
+    missing[:, metrics_module.HAND_POINTS[-1]] = False  # normalized by width 2: the point at (0.5, 0.1 t, 0)
+    expected = math.sqrt(sum((0.5 - 1) ** 2 + (0.05 * t - 1) ** 2 + 1 for t in range(6))) / 42
+    assert ndtwp(hyp, seen, ref, missing) == pytest.approx(expected)
+
+
+def test_reconstruction_metrics_report_dtwp_in_pixels_beside_the_trivial_reference():
+    ref, seen = arms(8, {"left": range(8)})
+    ref[:, metrics_module.HAND_POINTS, 0] = np.arange(8)[:, None] * 0.1  # the hands move right
+    target = torch.from_numpy(ref)[None]
+    recon = target.clone()
+    recon[..., metrics_module.HAND_POINTS, 1] += 0.5  # half a shoulder width off
+    result = ReconstructionMetrics(4, 2.0, dtw=True)
+    result.update(recon, target, torch.from_numpy(seen)[None], scale=torch.tensor([100.0]), center=torch.zeros(1, 3))
+    result = result.compute()
+    assert result["dtwp"] == pytest.approx(50 * math.sqrt(8))  # 50 pixels in each of 8 matched frames
+    assert result["ndtwp"] == pytest.approx(0.25 * math.sqrt(8))  # shoulder width 2 in these coordinates
+    trivial = trivial_reference(target, torch.from_numpy(seen)[None])[0].numpy()
+    assert result["reference_dtwp"] == pytest.approx(dtwp(trivial * 100, seen, ref * 100, seen))
+    assert result["ratio_ndtwp"] == pytest.approx(result["ndtwp"] / ndtwp(trivial, seen, ref, seen))
+    rows = {row["metric"]: row for row in metrics_table(result, 4)}
+    assert rows["dtwp"]["reference"] == result["reference_dtwp"] and "ndtwp" in rows
+
+
 def test_codebook_utilization_and_perplexity():
     assert codebook_stats(torch.tensor([5, 5, 0, 0])) == pytest.approx(
         {"codebook_utilization": 0.5, "perplexity": 2.0}
@@ -145,7 +245,7 @@ def test_table_rows():
     result = metrics.compute()
     rows = {row["metric"]: row for row in metrics_table(result, 4)}
     assert set(rows) == {
-        "mse", "jitter", "codebook_utilization", "perplexity", "bits_per_frame", "handshape_left_hand",
+        "mse", "jitter", "accel_error", "codebook_utilization", "perplexity", "bits_per_frame", "handshape_left_hand",
         "handshape_right_hand", *(f"{kind}_{p}" for p in skeleton.PARTS for kind in ("error", "error_px", "motion")),
     }
     assert rows["motion_face"]["reference"] == result["reference_face"]
