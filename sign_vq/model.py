@@ -104,6 +104,9 @@ class PoseFSQAutoencoder(nn.Module):
     ``quantizer="none"`` is the same network with the rounding left out (its latents stay in FSQ's bounded range but
     continuous): the upper bound of what the network reaches, so the gap to it is what quantization costs. It has no
     codes: ``forward`` returns B x T x 0 codes, and ``encode``/``decode`` refuse.
+
+    ``quantizer="residual"`` (:class:`ResidualQuantizer`) has ``num_quantizers`` codes per frame; ``forward`` and
+    ``encode`` keep the first ``quantizers`` of them when asked, and ``decode`` takes any first k.
     """
 
     def __init__(
@@ -147,14 +150,15 @@ class PoseFSQAutoencoder(nn.Module):
         if not 0 <= static_dims < code_dims:
             raise UserError(
                 f"model.static_dims {static_dims}: must be at least 0 and below the {code_dims} code dimensions "
-                "(num_codebooks x len(levels)); the rest carry the motion"
+                "(codebooks or residual quantizers x len(levels)); the rest carry the motion"
             )
         self.static_dims = static_dims
         # input per frame: standardized values (0 where missing) and the observed flag of each point
         self.embed = nn.Linear(FEATURES + skeleton.NUM_POINTS, d_model)
         self.encoder = _transformer(d_model, heads, encoder_layers, ff_mult, dropout)
         self.to_codes = nn.Linear(d_model, code_dims - static_dims)
-        # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves
+        # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves (a residual
+        # quantizer adds one pair per quantizer)
         self.quantizer = {
             "fsq": lambda: FSQ(self.levels, num_codebooks=num_codebooks, keep_num_codebooks_dim=True),
             "residual": lambda: ResidualQuantizer(self.levels, num_quantizers, code_dims, quantize_dropout),
@@ -281,7 +285,7 @@ class PoseFSQAutoencoder(nn.Module):
         all codes of a frame, or from the first ``quantizers`` of a residual model.
 
         Returns the reconstruction (B x T x 178 x 3) and the codes it used (B x T x codes_per_frame or
-        ``quantizers``, int64).
+        ``quantizers``, int64; -1 for the quantizers a training batch of a residual model drops).
         """
         kept = self.kept(quantizers)
         padding = _no_padding(poses) if padding is None else padding
