@@ -183,7 +183,7 @@ def render(
             )
     result = metrics.compute()
     model_info = {"codebook_size": model.codebook_size, "num_codebooks": model.num_codebooks,
-                  "bits_per_frame": model.bits_per_frame}
+                  "codes_per_frame": model.codes_per_frame, "bits_per_frame": model.bits_per_frame}
     report = Report(model_info, str(archive.path), split, measured, result,
                     metrics_table(result, model.codebook_size), videos)
     report.write(output)
