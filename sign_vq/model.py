@@ -77,15 +77,17 @@ class ResidualQuantizer(nn.Module):
         return len(self.stages)
 
     def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantized latents (B x T x dim) and codes (B x T x num_quantizers, int64; -1 after a dropout's j)."""
+        """Quantized latents (B x T x dim) and codes (B x T x num_quantizers, int64; -1 after a dropout's j).
+
+        A dropped quantizer still runs, its output times 0: every parameter stays in the graph, as DDP requires."""
+        used = self._stages_used()
         residual, quantized, codes = latent, torch.zeros_like(latent), []
-        for stage in self.stages[: self._stages_used()]:
+        for i, stage in enumerate(self.stages):
             out, index = stage(residual)
             residual = residual - out.detach()
-            quantized = quantized + out
-            codes.append(index.long())
-        missing = len(self.stages) - len(codes)
-        return quantized, nn.functional.pad(torch.stack(codes, -1), (0, missing), value=-1)
+            quantized = quantized + (out if i < used else out * 0.0)
+            codes.append(index.long() if i < used else torch.full_like(index, -1, dtype=torch.long))
+        return quantized, torch.stack(codes, -1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Quantized latents (B x T x dim) of a frame's first k codes (B x T x k)."""

@@ -132,6 +132,9 @@ def test_residual_quantizer_dropout_keeps_the_first_codes_of_a_training_batch():
         assert (codes[..., :j] >= 0).all() and (codes[..., j:] == -1).all()
         assert torch.allclose(quantized, model._from_codes(codes[..., :j]), atol=1e-6)
         kept.add(j)
+        model.zero_grad()
+        quantized.sum().backward()  # a dropped quantizer gets a gradient of 0, not none: DDP needs every parameter
+        assert all(p.grad is not None for p in model.quantizer.parameters())
     assert kept == {1, 2, 3, 4}
     with torch.no_grad():  # validation and inference use every quantizer
         assert (model._quantize(torch.randn(2, 6, 16))[1] >= 0).all()
