@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.quality import heaviest, part_ratio
+from benchmarks.quality import check_targets, heaviest, label, part_ratio
 
 
 def pose(name: str, error: float, reference: float) -> dict:
@@ -25,3 +25,12 @@ def test_a_single_pose_leaves_no_ratio_and_a_part_without_error_no_share():
 def test_a_parts_ratio_sums_error_and_reference_over_poses_first():
     poses = [pose("a/x", 6.0, 1.0), pose("a/y", 2.0, 3.0)]
     assert part_ratio(poses, "face") == pytest.approx(8 / 4) and math.isnan(part_ratio([pose("a/z", 0.0, 0.0)], "face"))
+
+
+def test_the_residual_model_is_checked_against_the_product_at_the_same_bits():
+    assert [label(name) for name in ("1", "4", "none", "residual@2")] == [
+        "1 codebook", "4 codebooks", "no quantizer", "residual, first 2"]
+    results = {"2": {"ratio_all": 0.80}, "residual@2": {"ratio_all": 0.83}, "residual@4": {"ratio_all": 0.5}}
+    assert check_targets(results) == ["MET    residual, first 2: overall within 5 % of 2 codebooks (0.830 vs 0.800)"]
+    results["residual@2"]["ratio_all"] = 0.85
+    assert check_targets(results)[0].startswith("MISSED residual, first 2")
