@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 
 from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_path
+from sign_vq.runs import RUN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class NonFiniteGuard(Callback):
 
 class Checkpoints(Callback):
     """One rolling ``last`` checkpoint every ``every`` steps (and a kept ``step-N.ckpt`` every ``keep_every`` steps if
-    > 0); on SIGTERM/SIGUSR1 (Slurm's time limit or its early warning, sent to every process of the job) or SIGINT
-    (Ctrl-C) it saves ``last`` at the end of the current step and stops the run.
+    > 0), stamped with the digest ``run`` of the run's identity; on SIGTERM/SIGUSR1 (Slurm's time limit or its early
+    warning, sent to every process of the job) or SIGINT (Ctrl-C) it saves ``last`` at the end of the current step
+    and stops the run.
 
     Lightning installs its own SIGTERM handler when fitting starts (it stops at the next loop boundary, even
     mid-validation, without a checkpoint), so this callback takes SIGTERM back once training starts. Every rank
@@ -57,8 +59,8 @@ class Checkpoints(Callback):
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
-    def __init__(self, last: Path, every: int, keep_every: int = 0):
-        self.last, self.every, self.keep_every = last, every, keep_every
+    def __init__(self, last: Path, every: int, keep_every: int, run: str):
+        self.last, self.every, self.keep_every, self.run = last, every, keep_every, run
         self.received: int | None = None
         self._previous: dict = {}
 
@@ -70,6 +72,9 @@ class Checkpoints(Callback):
 
     def _handle(self, signum: int, _frame) -> None:
         self.received = signum
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[RUN_KEY] = self.run  # which run wrote it (sign_vq.runs.resume_point checks it)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         step = trainer.global_step

@@ -4,20 +4,28 @@ A run is identified by what its weights depend on: the `train` keys that change 
 statistics file and the archive's content. Keys that only change the schedule or the resources
 (:data:`SCHEDULE_KEYS`) resume the run (raising ``max_steps`` trains longer). Anything else starts a new run, and
 the previous one is moved aside whole (checkpoints, CSV logs, W&B run id, renders) to ``DIR/previous/run-<time>/``.
+One run at a time holds a training folder (:func:`exclusive`), and a run resumes only from a checkpoint stamped with
+its own identity.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import socket
 import struct
 import time
 from pathlib import Path
+from typing import Iterator
 
 from sign_vq.config import TrainConfig, as_dict
 from sign_vq.errors import UserError
 from sign_vq.fileio import write_json
+from sign_vq.model import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,8 @@ SCHEDULE_KEYS = frozenset({
 })
 RUN_FILE = "run.json"
 PREVIOUS = "previous"
+LOCK_FILE = "train.lock"
+RUN_KEY = "sign_vq_run"  # the digest of the run's identity, in every checkpoint the run writes
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 
@@ -79,6 +89,35 @@ def run_identity(train_config: TrainConfig, archive: Path, stats: Path) -> dict:
     }
 
 
+def identity_digest(identity: dict) -> str:
+    """A short fingerprint of a run identity, stamped into its checkpoints (:data:`RUN_KEY`)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def exclusive(output: Path) -> Iterator[None]:
+    """Hold ``output`` for one training run: an exclusive lock on ``output/train.lock`` (which names the holder's
+    pid, host and start time), released when the block ends; a UserError naming the holder if another run has it."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not written its name yet"
+            raise UserError(
+                f"{output} is in use by another training run ({holder}, see {path}); wait for it to end or train into "
+                "another --output"
+            ) from None
+        except OSError as error:  # e.g. a file system mounted without lock support
+            log.warning("%s: cannot lock the training folder (%s); no other run may write into it", path, error)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield
+
+
 def _saved_identity(output: Path) -> dict | None:
     try:
         return json.loads((output / RUN_FILE).read_text())
@@ -93,8 +132,12 @@ def _differences(saved: dict, identity: dict) -> list[str]:
 
 
 def move_aside(output: Path) -> Path | None:
-    """Move everything in ``output`` except earlier runs to ``output/previous/run-<time>``; None if it was empty."""
-    contents = [p for p in output.iterdir() if p.name != PREVIOUS]
+    """Move everything in ``output`` except earlier runs and the lock to ``output/previous/run-<time>``; None if it was
+    empty."""
+    previous = output / PREVIOUS
+    if previous.exists() and not previous.is_dir():
+        raise UserError(f"{previous} is a file, where earlier runs are kept; move it out of {output} and rerun")
+    contents = [p for p in output.iterdir() if p.name not in (PREVIOUS, LOCK_FILE)]
     if not contents:
         return None
     target = output / PREVIOUS / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -110,8 +153,16 @@ def move_aside(output: Path) -> Path | None:
 
 def resume_point(output: Path, identity: dict, last: Path) -> Path | None:
     """``last`` when it continues the run of ``identity``, else None (a new run). Read-only, so every rank can ask,
-    and the answer stays the same after rank zero's :func:`start_run`."""
-    return last if last.exists() and _saved_identity(output) == identity else None
+    and the answer stays the same after rank zero's :func:`start_run`. A ``last`` that the run of ``identity`` did not
+    write (another run's, another model's, forged) is refused: it is never resumed nor published as the model."""
+    if not last.exists() or _saved_identity(output) != identity:
+        return None
+    if read_checkpoint(last).get(RUN_KEY) != identity_digest(identity):
+        raise UserError(
+            f"{last} was not written by the run that {output / RUN_FILE} describes (another run's or another model's "
+            "checkpoint, or an edited one); delete it to start this run over, or train into another --output"
+        )
+    return last
 
 
 def start_run(output: Path, identity: dict) -> None:

@@ -11,8 +11,10 @@ config or new data starts a new run instead). Rank zero writes ``DIR/model.ckpt`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
+import io
 import logging
 import os
 import sys
@@ -31,11 +33,12 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from sign_vq.config import Config, TrainConfig, WandbConfig, load_config
 from sign_vq.data import PoseDataModule
-from sign_vq.fileio import atomic_open, atomic_path, png_figure
+from sign_vq.errors import UserError
+from sign_vq.fileio import atomic_open, png_figure
 from sign_vq.model import read_checkpoint
 from sign_vq.module import PoseVQModule
 from sign_vq.run_control import Checkpoints, NonFiniteGuard, ProgressLines, StopAtStep
-from sign_vq.runs import resume_point, run_identity, start_run
+from sign_vq.runs import exclusive, identity_digest, resume_point, run_identity, start_run
 from sign_vq.stats import load_stats
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,16 @@ class SafeCheckpointIO(TorchCheckpointIO):
     read without unpickling arbitrary objects."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        buffer = io.BytesIO()  # torch's own file writer turns a full disk into a RuntimeError without its cause
+        torch.save(checkpoint, buffer)
+        try:
+            with atomic_open(path, "wb") as handle:  # beside the target: never through the system temporary folder
+                handle.write(buffer.getbuffer())
+        except OSError as error:
+            raise UserError(
+                f"{path}: cannot write the checkpoint ({error.strerror or error}); free space on its file system and "
+                "rerun the same command to resume from the last one written"
+            ) from None
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
         return read_checkpoint(path, map_location or "cpu")
@@ -131,11 +142,11 @@ def plot_curves(metrics_csv: Path, output: Path) -> None:
         right.set(xlabel="step", ylabel="fraction of codes used", ylim=(0, 1.05), title="codebook utilization")
 
 
-def _callbacks(config: Config, archive: Path, stats: Path, output: Path, last: Path) -> list[Callback]:
+def _callbacks(config: Config, archive: Path, stats: Path, output: Path, last: Path, run: str) -> list[Callback]:
     train_config = config.train
     callbacks: list[Callback] = [
         NonFiniteGuard(f"the statistics file {stats} and the learning rate (train.lr = {train_config.lr})"),
-        Checkpoints(last, train_config.checkpoint_every, train_config.keep_every),
+        Checkpoints(last, train_config.checkpoint_every, train_config.keep_every, run),
         *StopAtStep.from_environment(),
         _render_callback(config, archive, output),
     ]
@@ -206,7 +217,14 @@ def global_rank(devices: int) -> int:
 
 
 def train(config: Config, archive: Path, stats_path: Path, output: Path) -> int:
-    """Train (or resume) into ``output``; returns 0 when ``max_steps`` was reached, else 3."""
+    """Train (or resume) into ``output``, held by this run alone (global rank zero locks it); returns 0 when
+    ``max_steps`` was reached, else 3."""
+    rank_zero = global_rank(config.train.devices) == 0
+    with exclusive(output) if rank_zero else contextlib.nullcontext():
+        return _train(config, archive, stats_path, output, rank_zero)
+
+
+def _train(config: Config, archive: Path, stats_path: Path, output: Path, rank_zero: bool) -> int:
     train_config = config.train
     _quiet_third_parties()
     stats = load_stats(stats_path)
@@ -214,7 +232,6 @@ def train(config: Config, archive: Path, stats_path: Path, output: Path) -> int:
     last = output / "checkpoints" / "last.ckpt"
     identity = run_identity(train_config, archive, stats_path)
     resume = resume_point(output, identity, last)
-    rank_zero = global_rank(train_config.devices) == 0
     if resume is None and rank_zero:
         start_run(output, identity)
     L.seed_everything(train_config.seed, workers=True, verbose=False)
@@ -223,7 +240,7 @@ def train(config: Config, archive: Path, stats_path: Path, output: Path) -> int:
     wandb_logger = _wandb_logger(train_config.wandb, output) if rank_zero else None
     if wandb_logger is not None:
         loggers.append(wandb_logger)
-    callbacks = _callbacks(config, archive, stats_path, output, last)
+    callbacks = _callbacks(config, archive, stats_path, output, last, identity_digest(identity))
     trainer = _trainer(train_config, callbacks, loggers, output)
     if resume is not None:
         log.info("resuming from %s", resume)

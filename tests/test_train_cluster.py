@@ -10,6 +10,7 @@ import csv
 import logging
 import os
 import re
+import resource
 import socket
 import subprocess
 import signal
@@ -25,7 +26,7 @@ from sign_vq.metrics import ReconstructionMetrics
 from sign_vq.model import read_checkpoint
 from sign_vq.module import PoseVQModule
 from sign_vq.normalize import normalize_shard
-from sign_vq.runs import PREVIOUS
+from sign_vq.runs import LOCK_FILE, PREVIOUS, RUN_KEY, exclusive
 from sign_vq.stats import load_stats, merge_shards, write_stats
 from sign_vq.train import INTERRUPTED, global_rank, train as train_in_process
 from conftest import EXAMPLES
@@ -310,3 +311,84 @@ def test_kept_checkpoints_hold_their_own_step_beside_the_one_rolling_last(datase
     for step in (3, 6):
         assert read_checkpoint(output / "checkpoints" / f"step-{step}.ckpt")["global_step"] == step
     assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == 7
+
+
+# --- one run per folder, and only its own checkpoints -----------------------------------------------------------------
+
+
+def train_main(config, dataset, output) -> int:
+    return main(["train", "--config", str(config), "--archive", str(dataset["archive"]),
+                 "--stats", str(dataset["stats"]), "--output", str(output)])
+
+
+def one_error(caplog) -> str:
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "\n" not in error
+    return error
+
+
+def test_a_second_run_into_a_held_folder_names_the_holder_and_leaves_the_folder_alone(dataset, tmp_path):
+    output = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", max_steps=2)
+    with exclusive(output):  # what a running `sign-vq train` holds
+        second = run_train(config, dataset, output)
+        assert second.returncode == 2, second.stderr[-2000:]
+        (line,) = [line for line in second.stderr.splitlines() if "ERROR" in line]
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in line and str(output / LOCK_FILE) in line
+        assert sorted(p.name for p in output.iterdir()) == [LOCK_FILE], "the second run wrote into the folder"
+    assert run_train(config, dataset, output).returncode == 0, "the lock ends with its holder"
+
+
+def _forged_step(checkpoint: dict, _other: dict) -> dict:
+    checkpoint.pop(RUN_KEY, None)
+    return {**checkpoint, "global_step": 10**9}
+
+
+@pytest.mark.parametrize("foreign", [
+    {"lr": 0.002},  # another run of the same model into the same folder (what two runs at once left behind)
+    {"model": {"d_model": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}},  # another model
+    _forged_step,  # a step far beyond max_steps, written by no run of this config
+])
+def test_a_last_checkpoint_this_run_did_not_write_is_never_resumed_nor_published(dataset, tmp_path, caplog, foreign):
+    output = tmp_path / "run"
+    assert train_main(write_config(tmp_path / "a.yaml", max_steps=2), dataset, output) == 0
+    last, model = output / "checkpoints" / "last.ckpt", output / "model.ckpt"
+    published = model.read_bytes()
+    if callable(foreign):
+        torch.save(foreign(torch.load(last, weights_only=True), {}), last)
+    else:
+        assert train_main(write_config(tmp_path / "b.yaml", max_steps=2, **foreign), dataset, tmp_path / "b") == 0
+        (tmp_path / "b" / "checkpoints" / "last.ckpt").replace(last)
+    caplog.clear()
+    assert train_main(write_config(tmp_path / "a.yaml", max_steps=4), dataset, output) == 2
+    error = one_error(caplog)
+    assert str(last) in error and str(output / "run.json") in error and "delete it" in error
+    assert model.read_bytes() == published
+
+
+def test_a_plain_file_named_previous_is_one_line_and_stays(dataset, tmp_path, caplog):
+    output = tmp_path / "run"
+    output.mkdir()
+    (output / "notes.txt").write_text("an older run's leftovers")
+    (output / PREVIOUS).write_text("not a folder")
+    assert train_main(write_config(tmp_path / "c.yaml", max_steps=2), dataset, output) == 2
+    assert str(output / PREVIOUS) in one_error(caplog)
+    assert (output / PREVIOUS).read_text() == "not a folder" and (output / "notes.txt").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_one(dataset, tmp_path):
+    """The file size limit stands in for a full disk: writing the 1.9 MB checkpoint fails, the small files do not."""
+    output = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", max_steps=20, checkpoint_every=2)
+    limit = 1 << 20
+
+    def small_files_only() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = run_train(config, dataset, output, preexec_fn=small_files_only)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    last = output / "checkpoints" / "last.ckpt"
+    assert f"{last}: cannot write the checkpoint (File too large)" in line
+    assert not last.exists() and os.listdir(last.parent) == [], "a temporary file was left beside it"
