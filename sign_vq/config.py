@@ -25,7 +25,6 @@ import yaml
 
 from sign_vq.errors import UserError
 
-
 MAX_YAML_NODES = 100_000  # values a YAML document may expand to (a config holds a few hundred)
 MERGE_TAG = "tag:yaml.org,2002:merge"
 

@@ -10,8 +10,8 @@ import torch
 
 from sign_vq.config import TrainConfig, as_dict
 from sign_vq.metrics import ReconstructionMetrics
-from sign_vq.skeleton import PARTS
 from sign_vq.model import PoseFSQAutoencoder, model_kwargs, part_weighted_mse
+from sign_vq.skeleton import PARTS
 
 
 class PoseVQModule(L.LightningModule):

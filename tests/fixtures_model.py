@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import EXAMPLES
 from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.config import as_dict, train_config
 from sign_vq.model import PoseFSQAutoencoder, model_kwargs
 from sign_vq.normalize import normalize_shard
 from sign_vq.stats import merge_shards, write_stats
-from conftest import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FRAMES = 48  # shorter than the longest example (73 frames), so inference runs in several windows

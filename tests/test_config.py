@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO
 from sign_vq.config import (
-    MAX_YAML_NODES, Config, as_dict, load_config, read_yaml, schema, train_config, typed, validate,
+    MAX_YAML_NODES,
+    Config,
+    as_dict,
+    load_config,
+    read_yaml,
+    schema,
+    train_config,
+    typed,
+    validate,
 )
 from sign_vq.errors import UserError
-
-from conftest import REPO
 
 
 def numeric_keys(node: dict, prefix: str = "") -> list[tuple[str, dict]]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import EXAMPLES
 from sign_vq.archive import build_archive, split_of
 from sign_vq.config import AugmentConfig, train_config
 from sign_vq.data import (
@@ -23,9 +24,6 @@ from sign_vq.data import (
 )
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
-
-from conftest import EXAMPLES
-
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,8 @@ from fixtures_model import EXAMPLES, MAX_FRAMES, make_checkpoint
 from sign_vq import inference, preprocess, skeleton
 from sign_vq.cli import main
 from sign_vq.errors import UserError
-from sign_vq.model import load_on
 from sign_vq.metrics import ReconstructionMetrics
-from sign_vq.model import load_model, read_checkpoint
+from sign_vq.model import load_model, load_on, read_checkpoint
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps, full holistic
 LONG = EXAMPLES / "lexicon" / "essen.pose"  # 73 frames: several windows of MAX_FRAMES

@@ -9,6 +9,7 @@ import pytest
 import torch
 from vector_quantize_pytorch import FSQ
 
+from conftest import EXAMPLES
 from sign_vq.archive import build_archive
 from sign_vq.config import Config, typed, validate
 from sign_vq.errors import UserError
@@ -18,8 +19,6 @@ from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
 from sign_vq.stats import merge_shards, write_stats
 from sign_vq.train import train
-
-from conftest import EXAMPLES
 
 SMALL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}
 

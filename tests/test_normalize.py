@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import FULL_468, HANDS_ONLY, OPENPOSE, OUTLIER_FILES, relative
-from test_preprocess import HOSTILE_FRAMES, few_shoulders, hostile_pose, moved
 from sign_vq import preprocess, skeleton
 from sign_vq.cli import build_parser, main
 from sign_vq.errors import BadPoseError, UserError
 from sign_vq.normalize import normalize_shard, pose_id
-from sign_vq.shards import read_list
 from sign_vq.posezip import PoseZip, PoseZipWriter
+from sign_vq.shards import read_list
 from sign_vq.stats import PointStats, load_stats, merge_shards
+from test_preprocess import HOSTILE_FRAMES, few_shoulders, hostile_pose, moved
 
 NEVER_SEEN_LEFT_HAND = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # the left hand is never detected
 

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures_model import make_checkpoint
 from sign_vq import posezip
 from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.errors import UserError
 from sign_vq.normalize import memory_mb
 from sign_vq.posezip import PoseZip, PoseZipWriter, read_meta
-
-from fixtures_model import make_checkpoint
 
 FIX = "delete the file and rerun the stage that wrote it"
 

@@ -13,7 +13,18 @@ from pose_format.utils.generic import correct_wrists as upstream_correct_wrists
 from pose_format.utils.generic import reduce_holistic
 from pose_format.utils.reader import BufferReader
 
-from conftest import BAD_REAL, FULL_468, FULL_478, HANDS_ONLY, OPENPOSE, OUTLIER_FILES, pose_bytes, read_pose, relative, with_body
+from conftest import (
+    BAD_REAL,
+    FULL_468,
+    FULL_478,
+    HANDS_ONLY,
+    OPENPOSE,
+    OUTLIER_FILES,
+    pose_bytes,
+    read_pose,
+    relative,
+    with_body,
+)
 from sign_vq import preprocess, skeleton
 from sign_vq.errors import BadPoseError
 

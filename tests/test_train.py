@@ -16,12 +16,13 @@ import yaml
 
 from sign_vq.cli import main
 from sign_vq.config import load_config, train_config
-from sign_vq.errors import UserError
 from sign_vq.data import PoseDataModule
+from sign_vq.errors import UserError
 from sign_vq.metrics import codebook_stats
 from sign_vq.model import PoseFSQAutoencoder, load_model, model_kwargs, part_weighted_mse, read_checkpoint
 from sign_vq.module import PoseVQModule
-from sign_vq.train import INTERRUPTED, train as train_in_process
+from sign_vq.train import INTERRUPTED
+from sign_vq.train import train as train_in_process
 
 TINY = {
     "max_steps": 30,

@@ -11,14 +11,15 @@ import logging
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
-import signal
 
 import lightning as L
 import pytest
 import torch
 
+from conftest import EXAMPLES
 from sign_vq.cli import main
 from sign_vq.config import load_config
 from sign_vq.data import PoseDataModule, RankShare, StepSampler
@@ -28,8 +29,8 @@ from sign_vq.module import PoseVQModule
 from sign_vq.normalize import normalize_shard
 from sign_vq.runs import LOCK_FILE, PREVIOUS, RUN_KEY, exclusive
 from sign_vq.stats import load_stats, merge_shards, write_stats
-from sign_vq.train import INTERRUPTED, global_rank, train as train_in_process
-from conftest import EXAMPLES
+from sign_vq.train import INTERRUPTED, global_rank
+from sign_vq.train import train as train_in_process
 from test_hostile_models import payload_checkpoint
 from test_train import run_train, train_command, write_config
 

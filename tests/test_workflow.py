@@ -21,9 +21,9 @@ import pytest
 import torch
 import yaml
 
+from conftest import EXAMPLES
 from sign_vq.model import read_checkpoint
 from sign_vq.stats import load_stats
-from conftest import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
