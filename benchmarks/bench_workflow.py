@@ -39,6 +39,7 @@ SIZES = (20_000, 100_000, 560_000)
 PER_FOLDER = 1_000
 VARIANTS = 16
 FRAMES = 4
+GNU_TIME = "/usr/bin/time"
 STAGES = ("normalize", "stats", "archive", "train", "render")
 TRAIN = {  # a few steps of a small model: the workflow's cost is measured, not the training's
     "max_steps": 4, "batch_size": 4, "max_frames": 16, "warmup_steps": 1, "checkpoint_every": 2, "val_every": 2,
@@ -74,9 +75,14 @@ def build_tree(root: Path, count: int, sources: list[Path]) -> None:
 
 
 def measured(command: list[str], cwd: Path) -> dict:
-    """Run ``command``; its wall time, peak memory (MB, the process and its waited-for children) and output."""
+    """Run ``command``; its wall time, peak memory (MB, the process and its waited-for children) and output. The
+    command starts from a small C program (GNU time's `%M`, when installed), so the peak is the command's own and
+    not this process's memory that a fork copies."""
+    peak_file = cwd / ".peak-kb"
+    time_program = GNU_TIME if sys.platform == "linux" and Path(GNU_TIME).exists() else None
+    wrapped = [time_program, "-q", "-f", "%M", "-o", str(peak_file), *command] if time_program else command
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process = subprocess.Popen(wrapped, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "WANDB_MODE": "disabled"})
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -84,7 +90,8 @@ def measured(command: list[str], cwd: Path) -> dict:
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{output[-4000:]}")
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024, "output": output}
+    peak_kb = int(peak_file.read_text().split()[-1]) if time_program else usage.ru_maxrss
+    return {"seconds": seconds, "peak_mb": peak_kb / 1024, "output": output}
 
 
 def snakemake(workdir: Path, *args: str) -> dict:
