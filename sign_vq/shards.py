@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LIST_PATTERN = re.compile(r"^shard-(\d{3,})\.txt$")
 POSE_SUFFIX = ".pose"
+NOT_POSE = "not a .pose file"
 SKIP_DIRS = {".sync-tmp"}  # the sync stage's temporary folder inside a mirror
 # characters that end a line for `str.splitlines` (or are control characters): such a name cannot be a list line
 LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
@@ -47,6 +48,7 @@ class Listing:
     sizes: array.array = field(default_factory=lambda: array.array("q"))  # compact: 8 bytes a file
     mtimes: array.array = field(default_factory=lambda: array.array("q"))
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # files not named `*.pose` (reported, never read)
 
     def add(self, path: str, size: int, mtime_ns: int) -> None:
         self.files.append(path)
@@ -60,14 +62,17 @@ class Listing:
         self.sizes = array.array("q", (self.sizes[i] for i in order))
         self.mtimes = array.array("q", (self.mtimes[i] for i in order))
         self.skipped.sort()
+        self.others.sort()
 
     def fingerprints(self) -> Iterator[str]:
         """Each file's `size<TAB>mtime_ns`: its list line changes when the file is rewritten."""
         return (f"{size}\t{mtime}" for size, mtime in zip(self.sizes, self.mtimes))
 
     def report(self) -> str:
-        """The skipped files as TSV (`path<TAB>reason`, names escaped with `printable`), header first."""
-        return "path\treason\n" + "".join(f"{printable(path)}\t{reason}\n" for path, reason in self.skipped)
+        """The skipped entries and the other files as TSV (`path<TAB>reason`, names escaped with `printable`),
+        header first."""
+        rows = [*self.skipped, *((path, NOT_POSE) for path in self.others)]
+        return "path\treason\n" + "".join(f"{printable(path)}\t{reason}\n" for path, reason in rows)
 
 
 def printable(name: str) -> str:
@@ -288,7 +293,7 @@ def _stat_usable(entry: os.DirEntry) -> os.stat_result | str:
 
 def scan_poses(root: Path) -> Listing:
     """Every usable `*.pose` file under ``root`` (recursively, sorted; symlinked folders are not followed) with its
-    size and mtime, and every other file and `*.pose` entry skipped with its reason. One `os.scandir` walk and one
+    size and mtime, every `*.pose` entry skipped with its reason, and the other files. One `os.scandir` walk and one
     stat per pose file. Never fails for one bad entry; a missing ``root`` is an error."""
     root = Path(root)
     if not root.is_dir():
@@ -321,7 +326,7 @@ def _scan_entry(entry: os.DirEntry, listing: Listing, pending: list[str]) -> Non
         if entry.name.endswith(POSE_SUFFIX):
             listing.skipped.append((entry.path, "a folder, not a pose file"))
     elif not entry.name.endswith(POSE_SUFFIX):
-        listing.skipped.append((entry.path, "not a .pose file"))
+        listing.others.append(entry.path)
     else:
         info = _stat_usable(entry)
         if isinstance(info, str):

@@ -134,7 +134,10 @@ def test_fewer_shards_remove_stale_lists_and_empty_lists_exist(tmp_path):
 
 def test_scan_poses_skips_other_files_and_sync_temp(tmp_path):
     _tree(tmp_path, ["a.pose", "b.txt", "d/c.pose", ".sync-tmp/x.pose", "e.pose.part"])
-    assert [Path(p).relative_to(tmp_path).as_posix() for p in scan_poses(tmp_path).files] == ["a.pose", "d/c.pose"]
+    listing = scan_poses(tmp_path)
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in listing.files] == ["a.pose", "d/c.pose"]
+    assert [Path(p).name for p in listing.others] == ["b.txt", "e.pose.part"] and listing.skipped == []
+    assert f"{tmp_path}/b.txt\tnot a .pose file" in listing.report().splitlines()
     with pytest.raises(UserError):
         scan_poses(tmp_path / "missing")
     with pytest.raises(UserError):

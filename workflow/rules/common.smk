@@ -84,10 +84,10 @@ if not BUCKET and workflow.is_main_process:
         raise WorkflowError(f"input.local_dir: {error}") from None
     SKIPPED_STAGED = content_name(f"{STAGED}/skipped", _listing.report(), ".tsv")
     stage_text(Path(SKIPPED_STAGED), _listing.report())
-    if _listing.skipped:
+    if _listing.skipped or _listing.others:
         logger.warning(
             f"input.local_dir: skipped entries that are not pose files, not readable or whose names cannot be "
-            f"listed: {len(_listing.skipped)}, each with its reason in {LISTS}/skipped.tsv"
+            f"listed: {len(_listing.skipped) + len(_listing.others)}, each with its reason in {LISTS}/skipped.tsv"
         )
     del _listing
 
