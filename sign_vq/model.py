@@ -126,7 +126,7 @@ class PoseFSQAutoencoder(nn.Module):
         num_codebooks: int = 1,
         quantizer: str = "fsq",
         num_quantizers: int = 4,
-        quantize_dropout: float = 0.2,
+        quantize_dropout: float = 0.5,
         static_dims: int = 0,
         max_frames: int = 128,
     ):
