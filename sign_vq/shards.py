@@ -166,14 +166,6 @@ def shard_texts(
     return texts
 
 
-def local_shard_texts(root: Path, lists_dir: Path, num_shards: int) -> tuple[list[str], Listing]:
-    """The ``num_shards`` list texts (with size and mtime fingerprints) of the pose files under ``root``, sharded by
-    their path relative to ``root``, and the listing (for its skipped entries)."""
-    listing = scan_poses(root)
-    texts = shard_texts(listing.files, lists_dir, num_shards, relative_key(root), listing.fingerprints())
-    return texts, listing
-
-
 @dataclass(frozen=True)
 class ShardList:
     """A shard's list as the workflow sees it: its content-named file, whether it is empty, its largest file."""
@@ -194,7 +186,8 @@ def stage_local_lists(
     """List ``root`` once and name each shard's list by its content (`LISTS/shard-003-<hash>.txt`); the text of a
     list not yet in ``lists_dir`` is written into ``staging`` under the same name (atomically, once), for a local
     job to move into place. Returns shard name (`003`) -> its list, and the listing."""
-    texts, listing = local_shard_texts(root, lists_dir, num_shards)
+    listing = scan_poses(root)
+    texts = shard_texts(listing.files, lists_dir, num_shards, relative_key(root), listing.fingerprints())
     lists = {}
     for shard, text in enumerate(texts):
         name = f"{shard:03d}"
@@ -220,26 +213,21 @@ def largest_size(text: str) -> int:
 
 
 def list_entries(path: Path) -> list[tuple[Path, int | None]]:
-    """Each (path, recorded size or None) of the list file ``path`` (see `parse_list`)."""
+    """Each (path, recorded size or None) of the list file ``path``: one path per line, optionally followed by
+    tab-separated fingerprint fields, size first (blank lines and `#` comments ignored); relative paths are relative
+    to the list's folder."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise UserError(f"{path}: cannot read the file list ({reason})") from None
-    return parse_list(text, Path(path).parent)
-
-
-def parse_list(text: str, folder: Path) -> list[tuple[Path, int | None]]:
-    """Each (path, recorded size or None) of a list's text: one path per line, optionally followed by tab-separated
-    fingerprint fields, size first (blank lines and `#` comments ignored); relative paths are relative to
-    ``folder``."""
     entries = []
     for line in text.splitlines():
         name, _, fields = line.partition("\t")
         name = name.strip()
         if name and not name.startswith("#"):
             size = fields.partition("\t")[0]
-            file = Path(name) if name.startswith("/") else folder / name
+            file = Path(name) if name.startswith("/") else Path(path).parent / name
             entries.append((file, int(size) if size.isdigit() else None))
     return entries
 
@@ -258,8 +246,8 @@ def write_shard_lists(
 ) -> list[Path]:
     """Write all ``num_shards`` lists for ``files`` into ``lists_dir``; returns the list files that changed.
 
-    ``key`` and ``fingerprints`` as for `shard_texts`. Empty shards get an empty list; list files numbered ``num_shards`` or above (left
-    by a larger K) are removed. Safe to call concurrently with itself.
+    ``key`` and ``fingerprints`` as for `shard_texts`. Empty shards get an empty list; list files numbered
+    ``num_shards`` or above (left by a larger K) are removed. Safe to call concurrently with itself.
     """
     lists_dir = Path(lists_dir)
     texts = shard_texts(files, lists_dir, num_shards, key, fingerprints)
