@@ -18,11 +18,11 @@ from pathlib import Path
 import yaml
 
 from benchmarks import corpus
-from sign_vq.archive import build_archive
 from sign_vq.config import train_config
-from sign_vq.data import PoseDataModule
-from sign_vq.normalize import normalize_shard
-from sign_vq.stats import merge_shards, write_stats
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.formats.statistics import merge_shards, write_stats
+from sign_vq.training.data import PoseDataModule
 
 TRAIN = {
     "batch_size": 8, "max_frames": 128, "max_steps": 150, "warmup_steps": 10, "checkpoint_every": 1000,
@@ -54,7 +54,7 @@ def steps_per_second(work: Path, archive: Path, stats: Path, devices: int) -> fl
     config = work / f"devices-{devices}.yaml"
     config.write_text(yaml.safe_dump({"train": {**TRAIN, "devices": devices}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    command = [sys.executable, "-m", "sign_vq.train", "--config", str(config), "--archive", str(archive),
+    command = [sys.executable, "-m", "sign_vq.cli", "train", "--config", str(config), "--archive", str(archive),
                "--stats", str(stats), "--output", str(work / f"run-{devices}")]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return float(RATE.findall(result.stderr)[-1])  # from the start of training: no start-up, no final save

@@ -67,7 +67,7 @@ def run_reference(files: list[Path]) -> dict:
 
 def run_ours(files: list[Path], out_dir: str, name: str = "shard") -> dict:
     """``normalize_shard`` over ``files`` into a new shard in ``out_dir`` (also the worker entry point)."""
-    from sign_vq.normalize import normalize_shard
+    from sign_vq.dataset.normalize import normalize_shard
 
     logging.getLogger("sign_vq").setLevel(logging.ERROR)  # the skipped files would log one warning each
     shard = Path(out_dir) / f"{name}.zip"
@@ -93,7 +93,7 @@ def parallel(pool: ProcessPoolExecutor, parts: list[list[Path]], out_dir: str) -
 
 
 def warm(_: int) -> int:
-    import sign_vq.normalize  # noqa: F401 - import cost outside the timings
+    import sign_vq.dataset.normalize  # noqa: F401 - import cost outside the timings
 
     return os.getpid()
 

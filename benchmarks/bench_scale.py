@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sign_vq.archive import build_archive
-from sign_vq.normalize import normalize_shard
-from sign_vq.posezip import PoseZip, PoseZipWriter
-from sign_vq.stats import PointStats
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.formats.statistics import PointStats
+from sign_vq.formats.zipwriter import PoseZipWriter
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = {"examples/poses": REPO / "examples" / "poses", "../shared/data/poses": REPO.parent / "shared" / "data" / "poses"}
@@ -51,14 +52,14 @@ def uss_mb(pid="self"):
 """
 STAGE_PROBE = PROBE_HEAD + """
 from sign_vq.cli import main
-import sign_vq.archive, sign_vq.stats  # imported before the clock starts
+import sign_vq.stages.archive, sign_vq.stages.stats  # imported before the clock starts
 start = time.perf_counter()
 status = main(sys.argv[1:])
 print(json.dumps({"status": status, "seconds": time.perf_counter() - start, "peak_mb": peak_mb()}))
 """
 OPEN_PROBE = PROBE_HEAD + """
 import numpy as np
-from sign_vq.posezip import PoseZip
+from sign_vq.formats.posezip import PoseZip
 before, private = rss_mb(), uss_mb()
 start = time.perf_counter()
 archive = PoseZip(sys.argv[1])
@@ -70,7 +71,7 @@ print(json.dumps({"seconds": seconds, "rss_mb": rss_mb() - before, "uss_mb": uss
 """
 LOADER_PROBE = PROBE_HEAD + """
 from sign_vq.config import train_config
-from sign_vq.data import PoseDataModule
+from sign_vq.training.data import PoseDataModule
 def children():
     pids = []
     for task in os.listdir("/proc/self/task"):

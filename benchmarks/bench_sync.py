@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import corpus
-from sign_vq.sync import sync_bucket
+from sign_vq.mirror.sync import sync_bucket
 from tests.gcs_server import GcsServer
 
 OBJECTS = 200

@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 
 from benchmarks import corpus
-from sign_vq.archive import build_archive
 from sign_vq.config import train_config
-from sign_vq.data import PoseDataModule
-from sign_vq.model import PoseFSQAutoencoder, model_kwargs, part_weighted_mse
-from sign_vq.normalize import normalize_shard
-from sign_vq.stats import merge_shards
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.formats.statistics import merge_shards
+from sign_vq.model.loss import part_weighted_mse
+from sign_vq.model.network import PoseFSQAutoencoder
+from sign_vq.training.data import PoseDataModule
 
 CONFIG = {"batch_size": 2, "max_frames": 128, "model": {"encoder_layers": 2, "decoder_layers": 2}}
 STEPS = 150
@@ -31,7 +32,7 @@ STEPS = 150
 # Runs in a fresh process so its peak RSS is the data path's alone.
 DATA_PATH_PROBE = """
 import json, os, resource, sys
-from sign_vq.data import PoseDataModule
+from sign_vq.training.data import PoseDataModule
 def rss_mb():
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -63,7 +64,7 @@ def throughput(archive: Path, stats_shard: Path) -> dict:
     data = PoseDataModule(archive, config)
     stats = merge_shards([stats_shard])
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(stats.mean, stats.std, **model_kwargs(config))
+    model = PoseFSQAutoencoder(config.model, config.max_frames, stats.mean, stats.std)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     real = padded = 0
     batches = list(data.train_dataloader())

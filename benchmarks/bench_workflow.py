@@ -125,7 +125,7 @@ def listing_times(poses: Path) -> dict:
     find_s = time.perf_counter() - start
     subprocess.run(["find", str(poses), "-name", "*.pose", "-printf", "%s %T@\n"], capture_output=True)
     find_stat_s = time.perf_counter() - start - find_s
-    code = "import sys, time; from sign_vq.shards import scan_poses; t = time.perf_counter(); " \
+    code = "import sys, time; from sign_vq.formats.shards import scan_poses; t = time.perf_counter(); " \
            "n = len(scan_poses(sys.argv[1]).files); print(n, time.perf_counter() - t)"
     scanned, scan_s = subprocess.run([sys.executable, "-c", code, str(poses)], capture_output=True, text=True,
                                      cwd=REPO, check=True).stdout.split()

@@ -41,19 +41,20 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from sign_vq.archive import build_archive
+from sign_vq.api import Reduced, normalized, read_reduced, write_pose
 from sign_vq.config import TrainConfig, train_config
-from sign_vq.data import PoseDataModule
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
 from sign_vq.errors import UserError
-from sign_vq.inference import Reduced, encode_arrays, normalized, read_reduced, write_pose
-from sign_vq.model import load_on, read_checkpoint
-from sign_vq.module import PoseVQModule
-from sign_vq.normalize import normalize_shard
-from sign_vq.posezip import PoseZip
-from sign_vq.run_control import NonFiniteGuard
-from sign_vq.skeleton import make_pose
-from sign_vq.stats import merge_shards, write_stats
-from sign_vq.train import _quiet_third_parties, _trainer
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.formats.statistics import merge_shards, write_stats
+from sign_vq.model.checkpoint import load_on, read_checkpoint
+from sign_vq.model.codes import encode_arrays
+from sign_vq.poses.skeleton import make_pose
+from sign_vq.training.callbacks import NonFiniteGuard
+from sign_vq.training.data import PoseDataModule
+from sign_vq.training.module import PoseVQModule
+from sign_vq.training.trainer import _quiet_third_parties, _trainer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "poses"
@@ -350,7 +351,7 @@ def torchrun(setup: Setup, config: Path, output: Path, env: dict) -> subprocess.
     """`sign-vq train` under `torchrun --standalone --nproc_per_node=1` (started, not waited for)."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-        "-m", "sign_vq.train", "--config", str(config), "--archive", str(setup.archive),
+        "-m", "sign_vq.cli", "train", "--config", str(config), "--archive", str(setup.archive),
         "--stats", str(setup.stats), "--output", str(output),
     ]
     log = open(output.with_suffix(".log"), "w")

@@ -4,7 +4,7 @@ The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with lev
 quantizer (its upper bound: the gap is what quantization costs), and one residual model of 4 quantizers decoded from
 its first k = 1, 2, 3, 4 codes per frame (10 to 40 bits from one model), each trained for the same steps at the
 same size. Every error is a ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every
-whole test pose, from :class:`sign_vq.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion
+whole test pose, from :class:`sign_vq.evaluation.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion
 error, handshape error, nDTW mean joint error, pose-evaluation's DTWp and nDTWp, jitter and acceleration error) and
 per body point; then per held-out language, and the pose that weighs most in each part (its share of the part's
 error, the part's ratio without it: one glitched recording can carry half of it). Targets (issues 15 and 24) are
@@ -29,16 +29,16 @@ import torch
 import yaml
 
 from benchmarks import DATA_HELP, corpus
-from sign_vq import skeleton
-from sign_vq.archive import build_archive
 from sign_vq.config import Config, typed, validate
-from sign_vq.evaluation import add_pose, evaluating, new_metrics, reconstructions
-from sign_vq.metrics import HANDS, ReconstructionMetrics
-from sign_vq.model import load_model
-from sign_vq.normalize import normalize_shard
-from sign_vq.posezip import PoseZip
-from sign_vq.stats import merge_shards, write_stats
-from sign_vq.train import train
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.evaluation.metrics import HANDS, ReconstructionMetrics
+from sign_vq.evaluation.reconstruction import add_pose, evaluating, new_metrics, reconstructions
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.formats.statistics import merge_shards, write_stats
+from sign_vq.model.checkpoint import load_model
+from sign_vq.poses import skeleton
+from sign_vq.training.trainer import train
 
 HELD_OUT = ("gss", "psr", "tsm")  # three unseen languages (one includes the far-away-hand recordings)
 TRAIN = {

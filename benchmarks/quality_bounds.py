@@ -1,7 +1,7 @@
 """What simple codecs reach on the quality benchmark's split (`make bench-quality-bounds`, about a minute).
 
 The same data as `benchmarks.quality` (train on 12 fingerspelling languages, score every whole pose of 3 unseen
-ones), the same metric (:class:`sign_vq.metrics.ReconstructionMetrics`: mean L2 error per part in shoulder widths,
+ones), the same metric (:class:`sign_vq.evaluation.metrics.ReconstructionMetrics`: mean L2 error per part in shoulder widths,
 as a ratio to the trivial reference "every frame = the pose's own mean"). Each row is a codec
 that is given something for free, so it bounds what a learned model at <= 10 bits per frame can hope for:
 
@@ -28,10 +28,9 @@ import torch
 
 from benchmarks import DATA_HELP, corpus
 from benchmarks.quality import HELD_OUT, prepare
-from sign_vq import skeleton
-from sign_vq.data import split_entries
-from sign_vq.metrics import ReconstructionMetrics
-from sign_vq.posezip import PoseZip
+from sign_vq.evaluation.metrics import ReconstructionMetrics
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.poses import skeleton
 
 # Step of the MSE-optimal uniform quantizer of a unit Gaussian with 2**b levels, b = 1..6 (Max, 1960).
 GAUSSIAN_STEP = np.array([1.596, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041])
@@ -40,7 +39,7 @@ GAUSSIAN_STEP = np.array([1.596, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041])
 def read_poses(archive: Path, split: str) -> list[np.ndarray]:
     """The poses of one split of a pose zip as float32 frames x 178 x 3, NaN where a point is missing."""
     zipped = PoseZip(archive)
-    return [zipped.read(entry).astype(np.float32).filled(np.nan) for entry in split_entries(zipped, split)]
+    return [zipped.read(entry).astype(np.float32).filled(np.nan) for entry in zipped.split(split)]
 
 
 def ratios(poses: list[np.ndarray], reconstruct) -> dict[str, float]:

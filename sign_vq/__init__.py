@@ -14,8 +14,8 @@ import importlib
 __version__ = "0.1.0"
 __all__ = ["decode", "encode", "load"]
 
-_API = {"load": ("sign_vq.model", "load_on"), "encode": ("sign_vq.inference", "encode"),
-        "decode": ("sign_vq.inference", "decode")}
+_API = {"load": ("sign_vq.model.checkpoint", "load_on"), "encode": ("sign_vq.api", "encode"),
+        "decode": ("sign_vq.api", "decode")}
 
 
 def __getattr__(name: str):

@@ -5,7 +5,10 @@ Lightning, and works on a core install. The lighter stages (normalize, stats, ar
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+
+from sign_vq.config import default
 
 MODEL_HELP = "model.ckpt, a training folder, a model folder (`sign-vq export`) or a hub org/name"
 
@@ -23,7 +26,8 @@ def _sync(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, metavar="MIRROR_DIR", help="mirror folder")
     parser.add_argument("--lists", type=Path, required=True, metavar="LISTS_DIR", help="folder of shard lists")
     parser.add_argument("--shards", type=int, required=True, metavar="K", help="number of shard lists")
-    parser.add_argument("--threads", type=int, default=8, metavar="N", help="parallel downloads (default 8)")
+    parser.add_argument("--threads", type=int, default=default("input.threads"), metavar="N",
+                        help="parallel downloads (default %(default)s)")
     parser.add_argument("--delete-removed", action="store_true",
                         help="delete mirrored files whose object was removed from the bucket (default: keep)")
     parser.add_argument("--anonymous", action="store_true", help="no credentials (public buckets)")
@@ -47,10 +51,13 @@ def _render(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--archive", required=True, type=Path, help="archive from `sign-vq archive`")
     parser.add_argument("--output", required=True, type=Path, help="folder for metrics.json, metrics.png, videos/")
-    parser.add_argument("--num-poses", type=int, default=4, help="validation poses rendered as videos (default 4)")
-    parser.add_argument("--max-frames", type=int, default=200, help="frames per video at most (default 200)")
+    parser.add_argument("--num-poses", type=int, default=default("render.num_poses"),
+                        help="validation poses rendered as videos (default %(default)s)")
+    parser.add_argument("--max-frames", type=int, default=default("render.max_frames"),
+                        help="frames per video at most (default %(default)s)")
     parser.add_argument("--no-gif", action="store_true", help="write mp4 videos only")
-    parser.add_argument("--metric-poses", type=int, default=None, help="limit metrics to the first this many poses (default and 0: all)")
+    parser.add_argument("--metric-poses", type=int, default=default("render.metric_poses"),
+                        help="limit metrics to the first this many poses (0: all; default %(default)s)")
 
 
 def _inference(parser: argparse.ArgumentParser, stage: str) -> None:
@@ -86,3 +93,23 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         _inference(parser, stage)
     else:
         {"sync": _sync, "train": _train, "render": _render, "export": _export}[stage](parser)
+
+
+def number_in(
+    low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` to ``high``, each bound included unless open; NaN is refused."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected one in {interval}") from None
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        if not (above and below):  # NaN is neither
+            raise argparse.ArgumentTypeError(f"{text} is outside {interval}")
+        return value
+
+    return parse

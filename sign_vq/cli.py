@@ -32,27 +32,27 @@ class Stage:
 
 
 STAGES = {
-    "sync": Stage("sign_vq.sync", "mirror a GCS bucket and write the shard lists", LIGHT_ARGUMENTS, "sync"),
-    "normalize": Stage("sign_vq.normalize", "normalize .pose files (or folders of them) into one shard: a pose zip "
+    "sync": Stage("sign_vq.stages.sync", "mirror a GCS bucket and write the shard lists", LIGHT_ARGUMENTS, "sync"),
+    "normalize": Stage("sign_vq.stages.normalize", "normalize .pose files (or folders of them) into one shard: a pose zip "
                        "with point statistics"),
-    "stats": Stage("sign_vq.stats", "merge the per-point statistics of normalize shards into the dataset mean/std"),
-    "rejected": Stage("sign_vq.rejected", "merge the entries the listing skipped and the files normalize rejected "
+    "stats": Stage("sign_vq.stages.stats", "merge the per-point statistics of normalize shards into the dataset mean/std"),
+    "rejected": Stage("sign_vq.stages.rejected", "merge the entries the listing skipped and the files normalize rejected "
                       "into one table (file, stage, reason)"),
-    "archive": Stage("sign_vq.archive", "join normalize shards into the training archive with a hash-based train/val "
+    "archive": Stage("sign_vq.stages.archive", "join normalize shards into the training archive with a hash-based train/val "
                      "split"),
-    "train": Stage("sign_vq.train", "train the FSQ autoencoder (resumes from DIR/checkpoints/last.ckpt)",
+    "train": Stage("sign_vq.stages.train", "train the FSQ autoencoder (resumes from DIR/checkpoints/last.ckpt)",
                    LIGHT_ARGUMENTS, "train"),
-    "render": Stage("sign_vq.render", "render validation videos (original | reconstruction) and reconstruction "
+    "render": Stage("sign_vq.stages.render", "render validation videos (original | reconstruction) and reconstruction "
                     "metrics", LIGHT_ARGUMENTS, "render"),
-    "encode": Stage("sign_vq.inference", "encode poses (.pose files, folders, shards, archives) into FSQ codes",
+    "encode": Stage("sign_vq.stages.inference", "encode poses (.pose files, folders, shards, archives) into FSQ codes",
                     LIGHT_ARGUMENTS),
-    "decode": Stage("sign_vq.inference", "decode codes (.npy files or a codes corpus) into .pose files",
+    "decode": Stage("sign_vq.stages.inference", "decode codes (.npy files or a codes corpus) into .pose files",
                     LIGHT_ARGUMENTS),
-    "reconstruct": Stage("sign_vq.inference", "encode and decode .pose files, back in each input's own coordinates",
+    "reconstruct": Stage("sign_vq.stages.inference", "encode and decode .pose files, back in each input's own coordinates",
                          LIGHT_ARGUMENTS),
-    "repair": Stage("sign_vq.inference", "fill the missing keypoints of .pose files from their reconstruction",
+    "repair": Stage("sign_vq.stages.inference", "fill the missing keypoints of .pose files from their reconstruction",
                     LIGHT_ARGUMENTS),
-    "export": Stage("sign_vq.export", "write a model as a Hugging Face hub model folder (model.safetensors, "
+    "export": Stage("sign_vq.stages.export", "write a model as a Hugging Face hub model folder (model.safetensors, "
                     "config.json, README.md)", LIGHT_ARGUMENTS),
 }
 

@@ -104,6 +104,11 @@ def schema() -> dict:
     return load_yaml(resources.files("sign_vq").joinpath("config.schema.yaml").read_text(), "config.schema.yaml")
 
 
+def default(key: str) -> Any:
+    """The schema's default of a dotted key (``"render.num_poses"``): the one place a default is written."""
+    return _subschema(key.split("."))["default"]
+
+
 def _subschema(path: list) -> dict:
     node = schema()
     for key in path:
@@ -218,6 +223,11 @@ def validate(config: dict | None, source: str = "config") -> dict:
 
 
 # --- the typed configuration, built once from a validated dict and passed down ------------------------------------
+def _schedule() -> Any:
+    """Marks a `train` key that changes how long and where a run trains, not what it learns."""
+    return dataclasses.field(metadata={"schedule": True})
+
+
 
 
 @dataclass(frozen=True)
@@ -260,27 +270,30 @@ class WandbConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The `train` section; fields marked ``_schedule()`` change how long and where a run trains, not what it learns
+    (a changed one resumes the run, see :mod:`sign_vq.training.runs`)."""
+
     seed: int
-    max_steps: int
+    max_steps: int = _schedule()
     batch_size: int
     max_frames: int
     lr: float
     warmup_steps: int
     weight_decay: float
-    precision: str
-    accelerator: str
-    devices: int
-    num_nodes: int
-    num_workers: int
+    precision: str = _schedule()
+    accelerator: str = _schedule()
+    devices: int = _schedule()
+    num_nodes: int = _schedule()
+    num_workers: int = _schedule()
     augment: AugmentConfig
-    checkpoint_every: int
-    keep_every: int
-    log_every: int
-    val_every: int
-    render_every: int
+    checkpoint_every: int = _schedule()
+    keep_every: int = _schedule()
+    log_every: int = _schedule()
+    val_every: int = _schedule()
+    render_every: int = _schedule()
     model: ModelConfig
     loss: LossConfig
-    wandb: WandbConfig
+    wandb: WandbConfig = _schedule()
 
 
 @dataclass(frozen=True)
@@ -321,6 +334,11 @@ class Config:
     archive: ArchiveConfig
     train: TrainConfig
     render: RenderConfig
+
+
+def schedule_keys() -> frozenset[str]:
+    """The `train` keys marked ``_schedule()``: a changed one resumes the run."""
+    return frozenset(field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("schedule"))
 
 
 Section = typing.TypeVar("Section")

@@ -14,14 +14,15 @@ import pytest
 import torch
 
 from conftest import EXAMPLES
-from sign_vq.archive import build_archive
 from sign_vq.cli import main
 from sign_vq.config import as_dict, train_config
-from sign_vq.model import PoseFSQAutoencoder, model_kwargs
-from sign_vq.normalize import normalize_shard
-from sign_vq.stats import merge_shards, write_stats
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.formats.statistics import merge_shards, write_stats
+from sign_vq.model.network import PoseFSQAutoencoder
 
 REPO = Path(__file__).resolve().parents[1]
+SMALL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}
 MAX_FRAMES = 48  # shorter than the longest example (73 frames), so inference runs in several windows
 # Small and fast on 2 CPU cores, with enough bits per frame (4 x 10) and steps to beat the trivial reference on every
 # part of its training data (with the default relative per-part loss); body and face move little, so weigh more.
@@ -74,11 +75,18 @@ def trained(tmp_path_factory) -> Trained:
     return train_examples(tmp_path_factory.mktemp("trained"))
 
 
+def small_model(mean: torch.Tensor | None = None, std: torch.Tensor | None = None, max_frames: int = 128,
+                **model: object) -> PoseFSQAutoencoder:
+    """A small untrained model (``model`` overrides the model section; no static channel unless asked)."""
+    config = train_config({"max_frames": max_frames, "model": {**SMALL, "static_dims": 0, **model}})
+    return PoseFSQAutoencoder(config.model, config.max_frames, mean, std)
+
+
 def make_checkpoint(path: Path, seed: int = 0, max_frames: int = 16, **model: object) -> Path:
     """An untrained checkpoint in the layout `sign-vq train` writes (``model`` overrides the model section)."""
     config = train_config({"max_frames": max_frames, "model": {"d_model": 32, "heads": 2, **model}})
     torch.manual_seed(seed)
-    net = PoseFSQAutoencoder(**model_kwargs(config))
+    net = PoseFSQAutoencoder(config.model, config.max_frames)
     state = {f"model.{k}": v for k, v in net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"hyper_parameters": {"config": as_dict(config)}, "state_dict": state}, path)

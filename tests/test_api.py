@@ -13,7 +13,7 @@ from pose_format import Pose
 import sign_vq
 from conftest import EXAMPLES, REPO
 from fixtures_model import make_checkpoint
-from sign_vq import preprocess
+from sign_vq.poses import preprocess
 
 LONG = EXAMPLES / "lexicon" / "essen.pose"  # 73 frames: several windows of 16
 
@@ -42,7 +42,7 @@ def test_readme_snippet_runs_as_written(tmp_path, monkeypatch):
 
 
 def test_import_is_light():
-    heavy = ("torch", "pose_format", "sign_vq.inference")
+    heavy = ("torch", "pose_format", "sign_vq.api")
     probe = f"import sys, sign_vq; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

@@ -16,8 +16,8 @@ from pose_format import Pose
 import sign_vq
 from conftest import EXAMPLES
 from fixtures_model import make_checkpoint
-from sign_vq import corpus
 from sign_vq.cli import STAGES, build_parser, main
+from sign_vq.formats import corpus
 
 STAGE_MODULES = sorted({stage.module for stage in STAGES.values()})
 
@@ -63,7 +63,7 @@ def test_help_marks_the_stages_that_need_an_extra(capsys):
 
 @pytest.mark.parametrize("stage, missing, flags", [
     ("train", "lightning", ["--archive", "a.zip", "--stats", "s.json", "--output", "out"]),
-    ("render", "lightning", ["--model", "m.ckpt", "--archive", "a.zip", "--output", "out"]),
+    ("render", "cv2", ["--model", "m.ckpt", "--archive", "a.zip", "--output", "out"]),
     ("sync", "google_crc32c", ["--bucket", "gs://b", "--output", "m", "--lists", "l", "--shards", "1"]),
 ])
 def test_a_stage_whose_extra_is_missing_is_one_line_naming_it(tmp_path, stage, missing, flags):

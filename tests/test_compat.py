@@ -15,7 +15,7 @@ from pose_format import Pose
 from conftest import EXAMPLES
 from fixtures_model import make_checkpoint
 from sign_vq.cli import main
-from sign_vq.compat import codes_to_poses, poses_to_codes
+from sign_vq.stages.compat import codes_to_poses, poses_to_codes
 
 
 @pytest.fixture(scope="module")

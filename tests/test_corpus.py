@@ -14,9 +14,9 @@ from pose_format import Pose
 from conftest import EXAMPLES
 from fixtures_model import make_checkpoint
 from sign_vq.cli import main
-from sign_vq.corpus import format_fps
-from sign_vq.model import load_model
-from sign_vq.posezip import PoseZip
+from sign_vq.formats.corpus import format_fps
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.model.checkpoint import load_model
 
 
 def original_reader(path: Path) -> dict[str, tuple[float, int, list[list[int]]]]:

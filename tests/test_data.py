@@ -10,20 +10,19 @@ import pytest
 import torch
 
 from conftest import EXAMPLES
-from sign_vq.archive import build_archive, split_of
 from sign_vq.config import AugmentConfig, train_config
-from sign_vq.data import (
+from sign_vq.dataset.archive import build_archive, split_of
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.model.windows import collate
+from sign_vq.training.data import (
     PoseDataModule,
     RandomCrops,
     Windows,
     augment,
-    collate,
     pose_tensors,
     shape_directions,
-    split_entries,
 )
-from sign_vq.normalize import normalize_shard
-from sign_vq.posezip import PoseZip
 
 
 @pytest.fixture(scope="module")
@@ -124,4 +123,4 @@ def test_two_dataloader_workers_give_the_same_batches_as_none(shards, tmp_path):
     assert len(batches[0]) == len(batches[1]) == 6
     for a, b in zip(*batches):
         assert torch.equal(a["poses"], b["poses"]) and torch.equal(a["padding"], b["padding"])
-    assert split_entries(PoseZip(tmp_path / "all.zip"), "val")
+    assert PoseZip(tmp_path / "all.zip").split("val")

@@ -17,9 +17,9 @@ import torch
 from fixtures_model import EXAMPLES, REPO, make_checkpoint
 from sign_vq.cli import main
 from sign_vq.errors import UserError
-from sign_vq.model import load_model, read_checkpoint
-from sign_vq.posezip import PoseZipWriter
-from sign_vq.stats import PointStats
+from sign_vq.formats.statistics import PointStats
+from sign_vq.formats.zipwriter import PoseZipWriter
+from sign_vq.model.checkpoint import load_model, read_checkpoint
 
 POSE = EXAMPLES / "lexicon" / "kinder.pose"
 USER_ERROR = 2  # the exit status of every UserError (sign_vq.cli)

@@ -17,11 +17,11 @@ import torch
 import sign_vq
 from conftest import EXAMPLES
 from fixtures_model import make_checkpoint
-from sign_vq import hub
 from sign_vq.cli import main
 from sign_vq.errors import UserError
-from sign_vq.export import export
-from sign_vq.model import load_model
+from sign_vq.model import hub
+from sign_vq.model.card import export
+from sign_vq.model.checkpoint import load_model
 
 FILES = sorted(EXAMPLES.rglob("*.pose"))
 

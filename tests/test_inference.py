@@ -16,11 +16,15 @@ from pose_format import Pose
 
 from conftest import OPENPOSE, REPO, pose_bytes, with_body
 from fixtures_model import EXAMPLES, MAX_FRAMES, make_checkpoint
-from sign_vq import inference, preprocess, skeleton
+from sign_vq.api import FILLED_CONFIDENCE, decode_codes, encode, placed_pose, read_reduced, reconstruct_file
 from sign_vq.cli import main
 from sign_vq.errors import UserError
-from sign_vq.metrics import ReconstructionMetrics
-from sign_vq.model import load_model, load_on, read_checkpoint
+from sign_vq.evaluation.metrics import ReconstructionMetrics
+from sign_vq.model.checkpoint import load_model, load_on, read_checkpoint
+from sign_vq.model.codes import decode_array, encode_array, reconstruct_array
+from sign_vq.model.windows import window_bounds
+from sign_vq.poses import preprocess, skeleton
+from sign_vq.stages.inference import collect_inputs
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps, full holistic
 LONG = EXAMPLES / "lexicon" / "essen.pose"  # 73 frames: several windows of MAX_FRAMES
@@ -41,12 +45,12 @@ def per_part(recon: np.ndarray, pose: preprocess.NormalizedPose, metrics: Recons
 
 
 def test_window_bounds_are_equal_and_cover_every_frame():
-    assert inference.window_bounds(0, 48) == []
-    assert inference.window_bounds(48, 48) == [(0, 48)]
-    bounds = inference.window_bounds(73, 48)
+    assert window_bounds(0, 48) == []
+    assert window_bounds(48, 48) == [(0, 48)]
+    bounds = window_bounds(73, 48)
     assert bounds == [(0, 36), (36, 73)]
     for frames in (1, 47, 97, 1000):
-        bounds = inference.window_bounds(frames, 48)
+        bounds = window_bounds(frames, 48)
         assert bounds[0][0] == 0 and bounds[-1][1] == frames
         assert all(b0[1] == b1[0] for b0, b1 in zip(bounds, bounds[1:]))
         assert max(b - a for a, b in bounds) <= 48
@@ -76,7 +80,7 @@ def test_reconstruction_beats_the_trivial_reference_on_training_data(trained):
     model = load_model(trained.model)
     metrics = ReconstructionMetrics(model.codebook_size, model.bits_per_frame)
     for path in trained.files:
-        recon = inference.reconstruct_file(model, path)
+        recon = reconstruct_file(model, path)
         per_part(np.asarray(recon.body.data.data[:, 0], dtype=np.float64), preprocess.preprocess_file(path), metrics)
     result = metrics.compute()
     print(json.dumps({k: round(v, 4) for k, v in result.items()}))
@@ -89,7 +93,7 @@ def test_repair_fills_masked_hand_points_and_keeps_observed_ones_bit_for_bit(tra
     """20 % of the observed hand points of a real pose are hidden (confidence 0), then repaired."""
     source = EXAMPLES / "lexicon" / "kleine.pose"
     pose = read(source)
-    reduced = inference.read_reduced(source)  # the 178 points as stored
+    reduced = read_reduced(source)  # the 178 points as stored
     data = np.array(pose.body.data.data)
     confidence = np.array(pose.body.confidence)
     index = {
@@ -112,12 +116,12 @@ def test_repair_fills_masked_hand_points_and_keeps_observed_ones_bit_for_bit(tra
     repaired = read(tmp_path / "out" / "kleine.pose")
     out_data = np.asarray(repaired.body.data.data[:, 0], dtype=np.float32)
     out_conf = np.asarray(repaired.body.confidence[:, 0], dtype=np.float32)
-    kept = inference.read_reduced(broken).confidence > 0
+    kept = read_reduced(broken).confidence > 0
     # observed points: the input's float32 values and confidences, unchanged bit for bit
     assert np.array_equal(out_data[kept].view(np.uint32), reduced.data[kept].view(np.uint32))
     assert np.array_equal(out_conf[kept], reduced.confidence[kept])
     # filled points: confidence 0.5, closer to the hidden truth than each point's mean over its observed frames
-    assert np.all(out_conf[frames, points] == inference.FILLED_CONFIDENCE)
+    assert np.all(out_conf[frames, points] == FILLED_CONFIDENCE)
     truth = reduced.data[frames, points]
     mean = np.array([reduced.data[kept[:, p], p].mean(axis=0) for p in points])
     error = np.linalg.norm(out_data[frames, points] - truth, axis=-1).mean()
@@ -130,11 +134,11 @@ def test_encode_then_decode_equals_the_forward_reconstruction(trained):
     model = load_model(trained.model)
     pose = preprocess.preprocess_file(LONG)
     assert pose.frames > MAX_FRAMES
-    codes = inference.encode_array(model, pose.data, pose.mask)
+    codes = encode_array(model, pose.data, pose.mask)
     assert codes.shape == (pose.frames, model.num_codebooks)
-    recon, forward_codes = inference.reconstruct_array(model, pose.data, pose.mask)
+    recon, forward_codes = reconstruct_array(model, pose.data, pose.mask)
     assert np.array_equal(codes, forward_codes)
-    decoded = inference.decode_array(model, codes)
+    decoded = decode_array(model, codes)
     np.testing.assert_allclose(decoded, recon, atol=1e-5)
 
 
@@ -166,10 +170,10 @@ def test_one_and_two_codebook_models_encode_and_decode(tmp_path, num_codebooks):
     model = load_model(checkpoint)
     assert model.num_codebooks == num_codebooks
     pose = preprocess.preprocess_file(LONG)
-    codes = inference.encode_array(model, pose.data, pose.mask)
+    codes = encode_array(model, pose.data, pose.mask)
     assert codes.shape == (pose.frames, num_codebooks)
-    recon, _ = inference.reconstruct_array(model, pose.data, pose.mask)
-    np.testing.assert_allclose(inference.decode_array(model, codes), recon, atol=1e-5)
+    recon, _ = reconstruct_array(model, pose.data, pose.mask)
+    np.testing.assert_allclose(decode_array(model, codes), recon, atol=1e-5)
     assert main(["encode", "--model", str(checkpoint), "--output", str(tmp_path / "c"), str(LONG)]) == 0
     assert np.load(tmp_path / "c" / "essen.npy").shape == (pose.frames, num_codebooks)
     assert main(["decode", "--model", str(checkpoint), "--fps", "25", "--output", str(tmp_path / "p"),
@@ -186,15 +190,15 @@ def test_residual_encode_quantizers_round_trips_through_the_codes_corpus(tmp_pat
     row = corpus_file.read_text().splitlines()[1].split(",")
     codes = np.array(row[3].split(), dtype=np.int64).reshape(int(row[2]), -1)  # codes per frame = codes / length
     assert codes.shape == (pose.frames, 2)
-    assert np.array_equal(codes, inference.encode(model, LONG, quantizers=2))
-    assert np.array_equal(codes, inference.encode(model, LONG)[:, :2])  # the first 2 of the 4 codes
+    assert np.array_equal(codes, encode(model, LONG, quantizers=2))
+    assert np.array_equal(codes, encode(model, LONG)[:, :2])  # the first 2 of the 4 codes
     assert main(["decode", "--model", str(checkpoint), "--output", str(tmp_path / "p"), str(corpus_file)]) == 0
-    recon, _ = inference.reconstruct_array(model, pose.data, pose.mask, quantizers=2)
-    placed = inference.placed_pose(recon, pose.fps).body.data
+    recon, _ = reconstruct_array(model, pose.data, pose.mask, quantizers=2)
+    placed = placed_pose(recon, pose.fps).body.data
     np.testing.assert_allclose(read(tmp_path / "p" / "essen.pose").body.data, placed, atol=1e-3)
     assert main(["reconstruct", "--model", str(checkpoint), "--quantizers", "2", "--output", str(tmp_path / "r"),
                  str(LONG)]) == 0
-    expected = inference.reconstruct_file(model, LONG, quantizers=2).body.data
+    expected = reconstruct_file(model, LONG, quantizers=2).body.data
     np.testing.assert_allclose(read(tmp_path / "r" / "essen.pose").body.data, expected, atol=1e-3)
     with caplog.at_level(logging.ERROR):
         assert main(["encode", "--model", str(checkpoint), "--quantizers", "5", "--output", str(tmp_path / "x.csv"),
@@ -218,7 +222,7 @@ def test_bad_codes_are_a_user_error_naming_the_file(tmp_path, caplog, codes, pro
     path = tmp_path / "bad.npy"
     np.save(path, codes)
     with pytest.raises(UserError, match=problem) as error:
-        inference.decode_codes(load_model(checkpoint), np.load(path), 25.0, str(path))
+        decode_codes(load_model(checkpoint), np.load(path), 25.0, str(path))
     assert str(path) in str(error.value)
     with caplog.at_level(logging.ERROR):
         assert main(["decode", "--model", str(checkpoint), "--fps", "25", "--output", str(tmp_path / "o"), str(path)]) == 2
@@ -285,8 +289,8 @@ def test_colliding_output_names_are_refused(tmp_path):
         f.parent.mkdir()
         f.write_bytes(LONG.read_bytes())
     with pytest.raises(UserError, match="collides"):
-        inference.collect_inputs([a, b], ".pose")
-    assert [stem for _, stem in inference.collect_inputs([tmp_path], ".pose")] == [Path("a/x"), Path("b/x")]
+        collect_inputs([a, b], ".pose")
+    assert [stem for _, stem in collect_inputs([tmp_path], ".pose")] == [Path("a/x"), Path("b/x")]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

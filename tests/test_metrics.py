@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from sign_vq import metrics as metrics_module
-from sign_vq import skeleton
-from sign_vq.metrics import (
+from sign_vq.evaluation import metrics as metrics_module
+from sign_vq.evaluation.metrics import (
     FLOAT16_BITS_PER_FRAME,
     ReconstructionMetrics,
     codebook_stats,
@@ -23,6 +22,7 @@ from sign_vq.metrics import (
     signing_span,
     trivial_reference,
 )
+from sign_vq.poses import skeleton
 
 T, P = 6, skeleton.NUM_POINTS
 needs_dtw = pytest.mark.skipif(importlib.util.find_spec("tslearn") is None, reason="tslearn (the quality extra) missing")

@@ -10,17 +10,17 @@ import torch
 from vector_quantize_pytorch import FSQ
 
 from conftest import EXAMPLES
-from sign_vq.archive import build_archive
+from fixtures_model import SMALL, small_model
 from sign_vq.config import Config, typed, validate
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import normalize_shard
 from sign_vq.errors import UserError
-from sign_vq.inference import reconstruct_array
-from sign_vq.model import INPUT_LIMIT, PoseFSQAutoencoder, load_model
-from sign_vq.normalize import normalize_shard
-from sign_vq.posezip import PoseZip
-from sign_vq.stats import merge_shards, write_stats
-from sign_vq.train import train
-
-SMALL = {"d_model": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.formats.statistics import merge_shards, write_stats
+from sign_vq.model.checkpoint import load_model
+from sign_vq.model.codes import reconstruct_array
+from sign_vq.model.network import INPUT_LIMIT, PoseFSQAutoencoder
+from sign_vq.training.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def dataset(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("num_codebooks", [1, 2, 4])
 def test_fsq_codebooks_quantize_each_codebook_alone_and_indices_map_back(num_codebooks, autocast):
     torch.manual_seed(num_codebooks)
-    model = PoseFSQAutoencoder(**SMALL, num_codebooks=num_codebooks)
+    model = small_model(num_codebooks=num_codebooks)
     latent = torch.randn(3, 50, num_codebooks * 4) * 3
     single = FSQ([8, 5, 5, 5])  # one codebook: the reference for each slice of 4 dimensions
     expected = torch.stack([single.quantize(part) for part in latent.split(4, dim=-1)], dim=-2)
@@ -55,7 +55,7 @@ def test_fsq_codebooks_quantize_each_codebook_alone_and_indices_map_back(num_cod
 @pytest.mark.parametrize("num_codebooks", [2, 4])
 def test_decode_of_encode_is_forward(num_codebooks):
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(**SMALL, num_codebooks=num_codebooks).eval()
+    model = small_model(num_codebooks=num_codebooks).eval()
     poses, observed = torch.randn(2, 10, 178, 3) * 0.3, torch.rand(2, 10, 178) > 0.2
     recon, codes = model(poses, observed)
     assert torch.equal(model.encode(poses, observed), codes) and codes.shape == (2, 10, num_codebooks)
@@ -65,7 +65,7 @@ def test_decode_of_encode_is_forward(num_codebooks):
 
 def residual_model(**kwargs: object) -> PoseFSQAutoencoder:
     torch.manual_seed(0)
-    return PoseFSQAutoencoder(**SMALL, quantizer="residual", num_quantizers=4, **kwargs).eval()
+    return small_model(quantizer="residual", num_quantizers=4, **kwargs).eval()
 
 
 def test_residual_first_k_codes_decode_on_their_own():
@@ -94,7 +94,7 @@ def test_residual_refuses_more_quantizers_than_it_has_in_one_line():
     with pytest.raises(UserError, match="codes have 5 codes per frame; this model decodes 1 to 4"):
         model.decode(torch.zeros(1, 4, 5, dtype=torch.long))
     with pytest.raises(UserError, match="--quantizers 2: .* fewer need a model.quantizer: residual model"):
-        PoseFSQAutoencoder(**SMALL, num_codebooks=4).encode(poses, observed, quantizers=2)
+        small_model(num_codebooks=4).encode(poses, observed, quantizers=2)
     message = str(refused({"train": {"model": {"quantizer": "residual", "num_codebooks": 2}}}))
     assert "train.model.num_codebooks = 2" in message and "must be 1 with train.model.quantizer: residual" in message
     message = str(refused({"train": {"model": {"quantizer": "residual", "num_quantizers": 1, "static_dims": 4}}}))
@@ -143,7 +143,7 @@ def test_residual_quantizer_dropout_keeps_the_first_codes_of_a_training_batch():
 def test_a_far_outlier_reaches_the_encoder_only_as_far_as_the_input_limit():
     """A tracking glitch 1,000 standard deviations off codes like one at the limit: the rest of its window is spared."""
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(torch.zeros(178, 3), torch.full((178, 3), 0.1), **SMALL, quantizer="none").eval()
+    model = small_model(torch.zeros(178, 3), torch.full((178, 3), 0.1), quantizer="none").eval()
     poses, observed = torch.randn(1, 10, 178, 3) * 0.1, torch.ones(1, 10, 178, dtype=torch.bool)
     at_limit, glitch = poses.clone(), poses.clone()
     at_limit[0, 4, 170, :2] = INPUT_LIMIT * 0.1
@@ -156,7 +156,7 @@ def test_a_far_outlier_reaches_the_encoder_only_as_far_as_the_input_limit():
 
 def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(**SMALL, quantizer="none", num_codebooks=2).eval()
+    model = small_model(quantizer="none", num_codebooks=2).eval()
     latent = torch.randn(2, 5, 8)
     quantized, codes = model._quantize(latent)
     assert torch.equal(quantized, torch.tanh(latent)) and codes.shape == (2, 5, 0)
@@ -167,8 +167,8 @@ def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
         model.encode(torch.zeros(1, 2, 178, 3), torch.ones(1, 2, 178, dtype=torch.bool))
     with pytest.raises(UserError, match="no quantizer"):
         model.decode(torch.zeros(1, 2, 2, dtype=torch.long))
-    with pytest.raises(UserError, match="model.quantizer 'vq'"):
-        PoseFSQAutoencoder(**SMALL, quantizer="vq")
+    with pytest.raises(UserError, match="train.model.quantizer"):
+        small_model(quantizer="vq")
     with pytest.raises(UserError, match="quantizer"):
         validate({"train": {"model": {"quantizer": "vq"}}})
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import FULL_468, HANDS_ONLY, OPENPOSE, OUTLIER_FILES, relative
-from sign_vq import preprocess, skeleton
 from sign_vq.cli import build_parser, main
+from sign_vq.dataset.normalize import normalize_shard, pose_id
 from sign_vq.errors import BadPoseError, UserError
-from sign_vq.normalize import normalize_shard, pose_id
-from sign_vq.posezip import PoseZip, PoseZipWriter
-from sign_vq.shards import read_list
-from sign_vq.stats import PointStats, load_stats, merge_shards
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.formats.shards import read_list
+from sign_vq.formats.statistics import PointStats, load_stats, merge_shards
+from sign_vq.formats.zipwriter import PoseZipWriter
+from sign_vq.poses import preprocess, skeleton
 from test_preprocess import HOSTILE_FRAMES, few_shoulders, hostile_pose, moved
 
 NEVER_SEEN_LEFT_HAND = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # the left hand is never detected
@@ -230,7 +231,7 @@ def test_never_seen_points_have_zero_std_not_nan(tmp_path, data_dir, lexicon_fil
 def test_stats_file_round_trip(tmp_path, some_good):
     normalize_shard(some_good, tmp_path / "a.zip")
     stats = merge_shards([tmp_path / "a.zip"])
-    from sign_vq.stats import write_stats
+    from sign_vq.formats.statistics import write_stats
 
     write_stats(stats, tmp_path / "stats.json")
     text = (tmp_path / "stats.json").read_text()

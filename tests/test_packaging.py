@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS_ENV, EXAMPLES, REPO, STRICT_SKIPS_ENV, TEST_DATA
-from sign_vq.model import load_model
+from sign_vq.model.checkpoint import load_model
 
 NOT_CORE = ("lightning", "wandb", "snakemake", "google-cloud-storage", "opencv-python-headless", "matplotlib")
 

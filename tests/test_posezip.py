@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from fixtures_model import make_checkpoint
-from sign_vq import posezip
-from sign_vq.archive import build_archive
 from sign_vq.cli import main
+from sign_vq.dataset.archive import build_archive
+from sign_vq.dataset.normalize import memory_mb
 from sign_vq.errors import UserError
-from sign_vq.normalize import memory_mb
-from sign_vq.posezip import PoseZip, PoseZipWriter, read_meta
+from sign_vq.formats import zipwriter
+from sign_vq.formats.posezip import PoseZip, read_meta
+from sign_vq.formats.ziplayout import COLUMNS
+from sign_vq.formats.zipwriter import PoseZipWriter
 
 FIX = "delete the file and rerun the stage that wrote it"
 
@@ -100,7 +102,7 @@ def test_archive_of_shards_is_a_valid_zip_with_its_split(tmp_path):
         source, original = originals[entry["id"]]
         assert np.array_equal(archive.read(entry).filled(0), source.read(original).filled(0))
     with zipfile.ZipFile(tmp_path / "archive.zip") as raw:
-        assert raw.testzip() is None and len(raw.namelist()) == 90 + len(posezip.COLUMNS) + 2
+        assert raw.testzip() is None and len(raw.namelist()) == 90 + len(COLUMNS) + 2
 
 
 def test_pickled_archive_reopens(small_zip):
@@ -207,14 +209,14 @@ def test_a_lying_index_is_a_clear_error_when_read(tmp_path, tamper, detail):
 
 
 def test_damaged_member_data_is_a_crc_error_in_read_and_archive(tmp_path, monkeypatch):
-    encode = posezip.encode
+    original = zipwriter.encode
 
     def stored(data, mask):  # deflate's stored blocks: a changed byte changes only the data
-        compressed, crc, length = encode(data, mask)
+        compressed, crc, length = original(data, mask)
         deflate = zlib.compressobj(0, zlib.DEFLATED, -15)
         return deflate.compress(zlib.decompress(compressed, -15)) + deflate.flush(), crc, length
 
-    monkeypatch.setattr(posezip, "encode", stored)
+    monkeypatch.setattr(zipwriter, "encode", stored)
     path = write_poses(tmp_path / "shard.zip", {"a": ones(20), "b": ones(3)})
     zipped = PoseZip(path)
     offset, size = int(zipped.columns["offset"][0]), int(zipped.columns["size"][0])
@@ -235,7 +237,7 @@ def test_a_member_of_the_wrong_type_is_named(tmp_path, monkeypatch):
         deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
         return deflate.compress(body) + deflate.flush(), zlib.crc32(body), len(body)
 
-    monkeypatch.setattr(posezip, "encode", float32_npy)
+    monkeypatch.setattr(zipwriter, "encode", float32_npy)
     path = write_poses(tmp_path / "p.zip", {"a": ones(4)})
     assert error_of(lambda: PoseZip(path).read(0)) == (
         f"{path}: pose 'a' is damaged (float32 array of shape (4, 178, 3), index says 4 frames of float16); {FIX}"
@@ -270,7 +272,7 @@ def test_index_memory_does_not_grow_per_pose_beyond_compact_arrays(tmp_path):
         build_archive([shard], tmp_path / f"a{count}.zip", 0.1)
         used[count] = open_memory(tmp_path / f"a{count}.zip")
     with zipfile.ZipFile(tmp_path / "a100000.zip") as raw:  # a central directory built in chunks, zip64 end records
-        assert len(raw.infolist()) == 100_000 + len(posezip.COLUMNS) + 2
+        assert len(raw.infolist()) == 100_000 + len(COLUMNS) + 2
         last = np.load(io.BytesIO(raw.read("poses/lang/video-0099999.npy")))
         assert np.array_equal(last, PoseZip(tmp_path / "a100000.zip").read(99_999).filled(np.nan))
     per_pose = (used[sizes[1]] - used[sizes[0]]) / (sizes[1] - sizes[0])

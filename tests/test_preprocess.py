@@ -25,8 +25,8 @@ from conftest import (
     relative,
     with_body,
 )
-from sign_vq import preprocess, skeleton
 from sign_vq.errors import BadPoseError
+from sign_vq.poses import preprocess, skeleton
 
 F16_REL = 2.0**-11  # float16 round-to-nearest: relative error at most half an ulp
 F16_ABS = 2.0**-24  # and absolute error at most this below the normal range

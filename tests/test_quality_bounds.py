@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmarks.quality_bounds import Bounds, kmeans, ratios
-from sign_vq.preprocess import preprocess_file
+from sign_vq.poses.preprocess import preprocess_file
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,16 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-from sign_vq import skeleton
-from sign_vq.callbacks import RenderCallback
 from sign_vq.cli import main
 from sign_vq.config import train_config
-from sign_vq.data import PoseDataModule
-from sign_vq.model import load_model
-from sign_vq.module import PoseVQModule
-from sign_vq.posezip import PoseZip
-from sign_vq.render import safe_id, unique_names
-from sign_vq.stats import load_stats
+from sign_vq.evaluation.render import safe_id, unique_names
+from sign_vq.formats.posezip import PoseZip
+from sign_vq.formats.statistics import load_stats
+from sign_vq.model.checkpoint import load_model
+from sign_vq.poses import skeleton
+from sign_vq.training.callbacks import RenderCallback
+from sign_vq.training.data import PoseDataModule
+from sign_vq.training.module import PoseVQModule
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps
 
@@ -206,10 +206,10 @@ def _frames(count: int = 7) -> list[np.ndarray]:
 
 
 def test_mp4_falls_back_to_opencv_mp4v_without_imageio_ffmpeg(tmp_path, monkeypatch):
-    from sign_vq import visualize
+    from sign_vq.evaluation import videos
 
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
-    assert visualize.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "mp4v"
+    assert videos.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "mp4v"
     frames, fps, width, height = video_frames(tmp_path / "a.mp4")
     assert (frames, width, height) == (7, 64, 48) and fps == pytest.approx(29.89, abs=0.01)
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]  # no temporary file left behind
@@ -217,9 +217,9 @@ def test_mp4_falls_back_to_opencv_mp4v_without_imageio_ffmpeg(tmp_path, monkeypa
 
 def test_mp4_is_h264_with_imageio_ffmpeg(tmp_path):
     pytest.importorskip("imageio_ffmpeg")
-    from sign_vq import visualize
+    from sign_vq.evaluation import videos
 
-    assert visualize.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "h264"
+    assert videos.write_mp4(tmp_path / "a.mp4", _frames(), 29.89) == "h264"
     frames, fps, width, height = video_frames(tmp_path / "a.mp4")
     assert (frames, width, height) == (7, 64, 48) and fps == pytest.approx(29.89, abs=0.01)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sign_vq.errors import UserError
-from sign_vq.shards import (
+from sign_vq.formats.shards import (
     list_entries,
     list_path,
     read_list,
@@ -49,7 +49,7 @@ def _age(paths) -> None:
 def test_shard_of_is_stable_across_processes():
     names = [f"fingerspelling/gsg/{c}.pose" for c in "abcdefgh"]
     here = [shard_of(n, 16) for n in names]
-    code = f"from sign_vq.shards import shard_of; print([shard_of(n, 16) for n in {names!r}])"
+    code = f"from sign_vq.formats.shards import shard_of; print([shard_of(n, 16) for n in {names!r}])"
     env = {**os.environ, "PYTHONHASHSEED": "123"}  # a different str hash seed must not matter
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert other.stdout.strip() == str(here)

@@ -11,8 +11,8 @@ import pytest
 
 from sign_vq.cli import main
 from sign_vq.errors import UserError
-from sign_vq.posezip import PoseZipWriter
-from sign_vq.stats import PointStats, load_stats, merge_shards, write_stats
+from sign_vq.formats.statistics import PointStats, load_stats, merge_shards, write_stats
+from sign_vq.formats.zipwriter import PoseZipWriter
 
 RERUN = "rerun `sign-vq stats`, and `sign-vq normalize` for a shard that has them"
 

@@ -18,10 +18,12 @@ import google_crc32c
 import pytest
 
 from gcs_server import GcsServer
-from sign_vq import sync as sync_module
 from sign_vq.cli import main
-from sign_vq.shards import list_path, read_list, shard_of
-from sign_vq.sync import MANIFEST, REMOVED, TMP_DIR, file_crc32c, folder_clashes, read_manifest, refusal
+from sign_vq.formats.shards import list_path, read_list, shard_of
+from sign_vq.mirror.download import Syncer, stop_after
+from sign_vq.mirror.manifest import MANIFEST, REMOVED, Entry, file_crc32c, read_manifest
+from sign_vq.mirror.plan import TMP_DIR, folder_clashes, plan, read_listing, refusal
+from sign_vq.mirror.sync import Summary, sync_bucket
 
 K = 7
 OLD = 1_000_000_000
@@ -153,7 +155,7 @@ def test_server_killed_mid_sync_then_restarted(sample, tmp_path, monkeypatch):
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", srv.url)
         bucket, url = make_bucket(srv, sample)
-        fetch = sync_module.Syncer._fetch
+        fetch = Syncer._fetch
         calls = []
 
         def fetch_then_crash(self, entry, tmp):
@@ -162,7 +164,7 @@ def test_server_killed_mid_sync_then_restarted(sample, tmp_path, monkeypatch):
                 srv.kill()  # the server dies while other threads are downloading
             return fetch(self, entry, tmp)
 
-        monkeypatch.setattr(sync_module.Syncer, "_fetch", fetch_then_crash)
+        monkeypatch.setattr(Syncer, "_fetch", fetch_then_crash)
         rc, summary = sync(url, tmp_path, "--retries", "2")
         assert rc == 1 and 0 < summary["failed_count"] < len(sample)
         assert summary["downloaded"] + summary["failed_count"] == len(sample)
@@ -173,7 +175,7 @@ def test_server_killed_mid_sync_then_restarted(sample, tmp_path, monkeypatch):
 
         srv.start()  # same port, empty memory backend: upload again (new generations, same bytes)
         upload(srv.client().create_bucket(bucket.name), sample)
-        monkeypatch.setattr(sync_module.Syncer, "_fetch", fetch)
+        monkeypatch.setattr(Syncer, "_fetch", fetch)
         rc, second = sync(url, tmp_path)
         assert rc == 0 and second["failed_count"] == 0
         assert second["downloaded"] == summary["failed_count"]  # verified files are not fetched again
@@ -192,7 +194,7 @@ def test_resumed_download_is_verified(server, sample, tmp_path, monkeypatch):
     names = sorted(sample)
     good_half, bad_half = names[0], names[1]
     bucket, url = make_bucket(server, {good_half: sample[good_half], bad_half: sample[bad_half]})
-    fetch = sync_module.Syncer._fetch
+    fetch = Syncer._fetch
     first: set[str] = set()
 
     def cut_first_attempt(self, entry, tmp):
@@ -206,7 +208,7 @@ def test_resumed_download_is_verified(server, sample, tmp_path, monkeypatch):
             raise ConnectionResetError("connection reset mid-stream")
         return fetch(self, entry, tmp)
 
-    monkeypatch.setattr(sync_module.Syncer, "_fetch", cut_first_attempt)
+    monkeypatch.setattr(Syncer, "_fetch", cut_first_attempt)
     rc, summary = sync(url, tmp_path)
     assert rc == 0 and summary["downloaded"] == 2
     _assert_all_verified(tmp_path, sample)
@@ -220,8 +222,8 @@ def test_killed_sync_leaves_nothing_unverified(server, sample, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from sign_vq import sync
-        fetch, calls = sync.Syncer._fetch, []
+        from sign_vq.mirror.download import Syncer
+        fetch, calls = Syncer._fetch, []
         def fetch_then_die(self, entry, tmp):
             calls.append(entry)
             if len(calls) == 6:
@@ -229,7 +231,7 @@ def test_killed_sync_leaves_nothing_unverified(server, sample, tmp_path):
                 tmp.write_bytes(b"half a download")
                 os.kill(os.getpid(), signal.SIGKILL)
             return fetch(self, entry, tmp)
-        sync.Syncer._fetch = fetch_then_die
+        Syncer._fetch = fetch_then_die
         from sign_vq.cli import main
         main(sys.argv[1:])
     """)
@@ -406,8 +408,8 @@ class MemoryClient:
         handle.write(self.objects[name][start or 0:])
 
 
-def sync_memory(client: MemoryClient, tmp: Path, threads: int = 1) -> sync_module.Summary:
-    return sync_module.sync_bucket("gs://b/poses", tmp / "mirror", tmp / "lists", 2, threads=threads, retries=0,
+def sync_memory(client: MemoryClient, tmp: Path, threads: int = 1) -> Summary:
+    return sync_bucket("gs://b/poses", tmp / "mirror", tmp / "lists", 2, threads=threads, retries=0,
                                    client_factory=lambda: client)
 
 
@@ -415,7 +417,7 @@ def test_sync_stops_after_repeated_failures(tmp_path, caplog):
     objects = {f"poses/{i:03d}.pose": b"pose bytes" for i in range(100)}
     client = MemoryClient(objects, fail=lambda name: True)
     summary = sync_memory(client, tmp_path)
-    limit, attempted = sync_module.stop_after(1), len(client.downloads)
+    limit, attempted = stop_after(1), len(client.downloads)
     assert limit <= attempted < limit + 4  # one thread: what was queued (4 per thread) when it stopped still ran
     assert client.downloads == sorted(objects)[:attempted]
     written = json.loads((tmp_path / "lists" / "sync-summary.json").read_text())
@@ -457,8 +459,8 @@ def test_files_created_by_sync_threads_get_the_normal_mode(tmp_path, monkeypatch
     assert len([p for p in modes if p.suffix == ".pose"]) == 24
 
 
-def _entry(name: str, crc: str = "A", size: int = 10, generation: int = 1) -> sync_module.Entry:
-    return sync_module.Entry(name, size, crc, generation)
+def _entry(name: str, crc: str = "A", size: int = 10, generation: int = 1) -> Entry:
+    return Entry(name, size, crc, generation)
 
 
 def test_listing_and_plan():
@@ -466,18 +468,18 @@ def test_listing_and_plan():
     objects = [("p/same.pose", 10, "A", 2), ("p/changed.pose", 10, "B", 2), ("p/new.pose", 5, "C", 1),
                ("p/missing.pose", 10, "A", 1), ("p/back.pose", 10, "A", 1), ("p/../evil.pose", 1, "E", 1),
                ("p/folder/", 0, "X", 1), ("p/nocrc.pose", 3, None, 1), ("p/x", 1, "D", 1), ("p/x/y.pose", 1, "F", 1)]
-    listing = sync_module.read_listing(objects, "p/")
+    listing = read_listing(objects, "p/")
     assert listing.listed == 10 and listing.placeholders == 1
     assert set(listing.refused) == {"p/../evil.pose", "p/nocrc.pose", "p/x"}
     old = {n: _entry(n) for n in ("same.pose", "changed.pose", "missing.pose", "gone.pose", "x")}
     kept = {n: _entry(n) for n in ("back.pose", "long-gone.pose")}
     on_disk = {"same.pose": 10, "changed.pose": 10, "back.pose": 10, "x": 1}
-    work = sync_module.plan(listing, old, kept, on_disk.get)
+    work = plan(listing, old, kept, on_disk.get)
     assert [e.name for e in work.todo] == ["changed.pose", "missing.pose", "new.pose", "x/y.pose"]
     assert work.current == {"same.pose": listing.remote["same.pose"], "back.pose": listing.remote["back.pose"],
                             "changed.pose": old["changed.pose"], "missing.pose": old["missing.pose"]}
     assert work.removed == {"gone.pose": old["gone.pose"], "long-gone.pose": kept["long-gone.pose"]}  # not "x"
-    assert len(sync_module.plan(listing, old, kept, on_disk.get, verify=True).todo) == len(listing.remote)
+    assert len(plan(listing, old, kept, on_disk.get, verify=True).todo) == len(listing.remote)
 
 
 @pytest.mark.parametrize("listening", [True, False], ids=["never-accepting", "closed-port"])

@@ -14,15 +14,18 @@ import pytest
 import torch
 import yaml
 
+from fixtures_model import small_model
 from sign_vq.cli import main
 from sign_vq.config import load_config, train_config
-from sign_vq.data import PoseDataModule
 from sign_vq.errors import UserError
-from sign_vq.metrics import codebook_stats
-from sign_vq.model import PoseFSQAutoencoder, load_model, model_kwargs, part_weighted_mse, read_checkpoint
-from sign_vq.module import PoseVQModule
-from sign_vq.train import INTERRUPTED
-from sign_vq.train import train as train_in_process
+from sign_vq.evaluation.metrics import codebook_stats
+from sign_vq.model.checkpoint import load_model, read_checkpoint
+from sign_vq.model.loss import part_weighted_mse
+from sign_vq.model.network import PoseFSQAutoencoder
+from sign_vq.training.data import PoseDataModule
+from sign_vq.training.module import PoseVQModule
+from sign_vq.training.trainer import INTERRUPTED
+from sign_vq.training.trainer import train as train_in_process
 
 TINY = {
     "max_steps": 30,
@@ -44,7 +47,7 @@ def write_config(path: Path, **overrides) -> Path:
 
 def train_command(config: Path, dataset: dict, output: Path) -> list[str]:
     return [
-        sys.executable, "-m", "sign_vq.train", "--config", str(config),
+        sys.executable, "-m", "sign_vq.cli", "train", "--config", str(config),
         "--archive", str(dataset["archive"]), "--stats", str(dataset["stats"]), "--output", str(output),
     ]
 
@@ -62,7 +65,7 @@ def test_overfits_one_batch(dataset):
     data = PoseDataModule(dataset["archive"], config)
     batch = next(iter(data.train_dataloader()))
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(**model_kwargs(config))
+    model = PoseFSQAutoencoder(config.model, config.max_frames)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     observed = batch["observed"] & ~batch["padding"][..., None]
     losses = []
@@ -125,7 +128,7 @@ def test_bf16_mixed_trains_on_cpu(dataset, tmp_path):
 
 def test_fsq_under_bf16_autocast_uses_as_many_codes_as_fp32():
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1)
+    model = small_model()
     latent = torch.randn(8, 500, 4) * 3
     fp32 = model._quantize(latent)[1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -140,8 +143,7 @@ def test_fsq_under_bf16_autocast_uses_as_many_codes_as_fp32():
 @pytest.mark.parametrize("static_dims", [0, 3])
 def test_static_channel_decodes_like_forward_and_takes_poses_longer_than_max_frames(static_dims):
     torch.manual_seed(0)
-    model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1, static_dims=static_dims,
-                               max_frames=8).eval()
+    model = small_model(static_dims=static_dims, max_frames=8).eval()
     assert (model.static_dims > 0) == hasattr(model, "static_in")
     poses, observed = torch.randn(2, 12, 178, 3) * 0.3, torch.rand(2, 12, 178) > 0.2  # 12 frames > max_frames
     padding = torch.zeros(2, 12, dtype=torch.bool)
@@ -157,8 +159,8 @@ def test_static_channel_decodes_like_forward_and_takes_poses_longer_than_max_fra
 
 
 def test_static_dims_must_leave_motion_dimensions():
-    with pytest.raises(UserError, match="model.static_dims 4"):
-        PoseFSQAutoencoder(static_dims=4)  # levels [8, 5, 5, 5]: 4 code dimensions
+    with pytest.raises(UserError, match="train.model.static_dims = 4"):
+        small_model(static_dims=4)  # levels [8, 5, 5, 5]: 4 code dimensions
 
 
 def test_one_codebook_trains_and_decodes(dataset, tmp_path):
@@ -253,7 +255,7 @@ def test_learning_rate_warms_up_linearly_then_decays_to_a_tenth_by_cosine():
 
 def test_a_batch_with_nothing_observed_gives_a_zero_loss_that_back_propagates():
     """e.g. a crop of a pose seen in 2 of 97 frames with batch_size 1: no crash, no update."""
-    model = PoseFSQAutoencoder(d_model=32, heads=2, encoder_layers=1, decoder_layers=1)
+    model = small_model()
     poses = torch.zeros(1, 8, 178, 3)
     observed = torch.zeros(1, 8, 178, dtype=torch.bool)
     recon, _ = model(poses, observed)

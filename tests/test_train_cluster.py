@@ -22,15 +22,15 @@ import torch
 from conftest import EXAMPLES
 from sign_vq.cli import main
 from sign_vq.config import load_config
-from sign_vq.data import PoseDataModule, RankShare, StepSampler
-from sign_vq.metrics import ReconstructionMetrics
-from sign_vq.model import read_checkpoint
-from sign_vq.module import PoseVQModule
-from sign_vq.normalize import normalize_shard
-from sign_vq.runs import LOCK_FILE, PREVIOUS, RUN_KEY, exclusive
-from sign_vq.stats import load_stats, merge_shards, write_stats
-from sign_vq.train import INTERRUPTED, global_rank
-from sign_vq.train import train as train_in_process
+from sign_vq.dataset.normalize import normalize_shard
+from sign_vq.evaluation.metrics import ReconstructionMetrics
+from sign_vq.formats.statistics import load_stats, merge_shards, write_stats
+from sign_vq.model.checkpoint import read_checkpoint
+from sign_vq.training.data import PoseDataModule, RankShare, StepSampler
+from sign_vq.training.module import PoseVQModule
+from sign_vq.training.runs import LOCK_FILE, PREVIOUS, RUN_KEY, exclusive
+from sign_vq.training.trainer import INTERRUPTED, global_rank
+from sign_vq.training.trainer import train as train_in_process
 from test_hostile_models import payload_checkpoint
 from test_train import run_train, train_command, write_config
 
@@ -261,7 +261,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_the_causes_and_writes_no_chec
     def nan_loss(recon, *args):  # what a blown-up learning rate or bad statistics end in
         return recon.sum() * float("nan")
 
-    monkeypatch.setattr("sign_vq.module.part_weighted_mse", nan_loss)
+    monkeypatch.setattr("sign_vq.training.module.part_weighted_mse", nan_loss)
     config = write_config(tmp_path / "c.yaml", max_steps=20, checkpoint_every=1)
     output = tmp_path / "run"
     code = main(["train", "--config", str(config), "--archive", str(dataset["archive"]),

@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from conftest import EXAMPLES
-from sign_vq.model import read_checkpoint
-from sign_vq.stats import load_stats
+from sign_vq.formats.statistics import load_stats
+from sign_vq.model.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -290,7 +290,7 @@ def test_hostile_paths_run_as_data_and_bad_files_are_skipped_and_reported(hostil
 
 
 def shard_of_file(relative: str, num_shards: int = 4) -> str:
-    from sign_vq.shards import shard_of
+    from sign_vq.formats.shards import shard_of
 
     return f"{shard_of(relative, num_shards):03d}"
 
