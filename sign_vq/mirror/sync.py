@@ -19,11 +19,10 @@ from sign_vq.config import default
 from sign_vq.errors import UserError
 from sign_vq.fileio import write_json
 from sign_vq.formats import shards
-from sign_vq.formats.shards import Listing
 from sign_vq.mirror.download import Downloads, Syncer, download, handle_removed
 from sign_vq.mirror.gcs import list_bucket, make_client, parse_bucket_url
 from sign_vq.mirror.manifest import MANIFEST, REMOVED, read_manifest, write_manifest
-from sign_vq.mirror.plan import LOCK, TMP_DIR, plan, read_listing, regular_size
+from sign_vq.mirror.plan import LOCK, TMP_DIR, Listing, plan, read_listing, regular_size
 
 log = logging.getLogger(__name__)
 SUMMARY = "sync-summary.json"
