@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 from sign_vq.cli import main
-from sign_vq.config import train_config
+from sign_vq.config import RenderConfig, train_config
 from sign_vq.evaluation.render import safe_id, unique_names
 from sign_vq.formats.posezip import PoseZip
 from sign_vq.formats.statistics import load_stats
@@ -26,6 +27,8 @@ from sign_vq.poses import skeleton
 from sign_vq.training.callbacks import RenderCallback
 from sign_vq.training.data import PoseDataModule
 from sign_vq.training.module import PoseVQModule
+
+RENDER_ONE = RenderConfig(num_poses=1, metric_poses=0, max_frames=4, gif=False)  # one short mp4, metrics on all
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps
 
@@ -141,7 +144,7 @@ class RecordingLogger:
 
 
 def test_render_callback_runs_every_n_steps_on_rank_zero_only(trained, val_archive, tmp_path):
-    callback = RenderCallback(val_archive, tmp_path / "renders", every_n_steps=5, num_poses=1, max_frames=4)
+    callback = RenderCallback(val_archive, tmp_path / "renders", 5, RENDER_ONE)
     logger = RecordingLogger()
     module = SimpleNamespace(model=load_model(trained.model).train())
     for step in (0, 3, 4):
@@ -174,8 +177,7 @@ def test_render_callback_inside_a_real_trainer(trained, tmp_path):
     """A real Lightning fit of a tiny model: renders at steps 2 and 4, metrics in the CSV log, training mode kept."""
     config = train_config({"max_steps": 4, "batch_size": 2, "max_frames": 16, "model": {"d_model": 32, "heads": 2}})
     stats = load_stats(trained.stats)
-    callback = RenderCallback(trained.archive, tmp_path / "renders", every_n_steps=2, num_poses=1, max_frames=4,
-                              metric_poses=2)
+    callback = RenderCallback(trained.archive, tmp_path / "renders", 2, replace(RENDER_ONE, metric_poses=2))
     probe = TrainingModeProbe()
     trainer = L.Trainer(
         max_steps=4, accelerator="cpu", devices=1, callbacks=[callback, probe],
@@ -231,7 +233,7 @@ def test_render_callback_logs_mp4_videos_to_an_offline_wandb_run(trained, val_ar
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_MODE", "offline")
     logger = WandbLogger(project="sign-vq-test", offline=True, save_dir=str(tmp_path))
-    callback = RenderCallback(val_archive, tmp_path / "renders", every_n_steps=1, num_poses=1, max_frames=4)
+    callback = RenderCallback(val_archive, tmp_path / "renders", 1, RENDER_ONE)
     try:
         report = callback.render_and_log(SimpleNamespace(loggers=[logger]), load_model(trained.model), 1)
     finally:
