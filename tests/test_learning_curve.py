@@ -34,17 +34,20 @@ def test_one_run_to_the_last_step_keeps_a_checkpoint_at_each():
     assert (config.model.d_model, config.model.num_codebooks, config.model.quantizer) == (64, 1, "fsq")
 
 
-def test_each_step_is_scored_from_its_own_checkpoint(tmp_path):
+def test_each_step_is_scored_from_its_own_checkpoint_and_its_own_short_run(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     work, output = tmp_path / "work", tmp_path / "out"
-    report = main(["--data", str(EXAMPLES), "--steps", "4,2", "--threads", "1", "--train", str(tmp_path / "tiny.yaml"),
-                   "--workdir", str(work), "--output", str(output)])
-    first, second = report["curve"]
+    report = main(["--data", str(EXAMPLES), "--steps", "4,2", "--short-runs", "--threads", "1",
+                   "--train", str(tmp_path / "tiny.yaml"), "--workdir", str(work), "--output", str(output)])
+    first, second = report["checkpoints"]
     assert (first["steps"], second["steps"]) == (2, 4)
     kept = sorted(p.name for p in (work / "model-curve" / "checkpoints").glob("step-*.ckpt"))
     assert kept == ["step-2.ckpt", "step-4.ckpt"]
     assert 0 < first["train_minutes"] < second["train_minutes"]
     assert all(math.isfinite(r["ratio_all"]) for r in (first, second)) and first["ratio_all"] != second["ratio_all"]
-    written = json.loads((output / "learning_curve.json").read_text())["curve"]
-    assert [(r["steps"], r["ratio_all"]) for r in written] == [(2, first["ratio_all"]), (4, second["ratio_all"])]
+    short = report["short_runs"]
+    assert [r["steps"] for r in short] == [2, 4] and short[1] == second and (work / "model-2" / "model.ckpt").exists()
+    written = json.loads((output / "learning_curve.json").read_text())
+    assert [(r["steps"], r["ratio_all"]) for r in written["checkpoints"]] == [(2, first["ratio_all"]),
+                                                                              (4, second["ratio_all"])]
     assert (output / "learning-curve.png").read_bytes().startswith(b"\x89PNG")
