@@ -43,7 +43,9 @@ bench-quality-bounds: setup
 
 .PHONY: bench-curve
 CURVE_ARGS ?= --quick
-bench-curve: setup  # the default model at 1k/2k/4k/8k steps (--quick size, ~11 min); CURVE_ARGS= for the full size
+# The default model at 1k/2k/4k/8k steps of one run (quick size, ~9 min; docs/quality.md). CURVE_ARGS="--quick
+# --short-runs": also a run ending at each (~15 min); CURVE_ARGS= the full size (~24 min).
+bench-curve: setup
 	$(BIN)/python -m benchmarks.learning_curve $(CURVE_ARGS)
 
 .PHONY: bench-scale
