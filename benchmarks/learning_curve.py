@@ -20,6 +20,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from benchmarks import quality
 from sign_vq.config import Config
 from sign_vq.fileio import png_figure
 from sign_vq.train import train
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 STEPS = (1000, 2000, 4000, 8000)
 VARIANT = "1"  # the default model: one FSQ codebook of levels [8,5,5,5]
@@ -70,7 +74,7 @@ def learning_curve(config: Config, files: dict, steps: list[int], model_dir: Pat
 
 def short_runs(base: dict, overrides: dict, files: dict, steps: list[int], work: Path) -> list[dict]:
     """A run ending at each of ``steps`` (its own learning-rate decay), scored at its end."""
-    return [learning_curve(curve_config(base, overrides, [step]), files, [step], work / f"model-{step}")[0]
+    return [learning_curve(curve_config(base, overrides, [step]), files, [step], work / f"model-steps-{step}")[0]
             for step in steps]
 
 
@@ -86,7 +90,7 @@ def print_table(title: str, rows: list[dict]) -> None:
                                                     f"{r['codebook_utilization']:.1%}"]))
 
 
-def plot_panel(axes, rows: list[dict], title: str) -> None:
+def plot_panel(axes: Axes, rows: list[dict], title: str) -> None:
     """Per-part and overall ratio over training steps (log scale), the per-pose-mean reference at 1."""
     steps = [r["steps"] for r in rows]
     for part in quality.PARTS:

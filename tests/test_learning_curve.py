@@ -46,7 +46,7 @@ def test_each_step_is_scored_from_its_own_checkpoint_and_its_own_short_run(tmp_p
     assert 0 < first["train_minutes"] < second["train_minutes"]
     assert all(math.isfinite(r["ratio_all"]) for r in (first, second)) and first["ratio_all"] != second["ratio_all"]
     short = report["short_runs"]
-    assert [r["steps"] for r in short] == [2, 4] and short[1] == second and (work / "model-2" / "model.ckpt").exists()
+    assert [r["steps"] for r in short] == [2, 4] and short[1] == second and (work / "model-steps-2" / "model.ckpt").exists()
     written = json.loads((output / "learning_curve.json").read_text())
     assert [(r["steps"], r["ratio_all"]) for r in written["checkpoints"]] == [(2, first["ratio_all"]),
                                                                               (4, second["ratio_all"])]
