@@ -41,6 +41,13 @@ bench-quality: setup  # QUALITY_ARGS=--quick for the small run (~10 min); see py
 bench-quality-bounds: setup
 	$(BIN)/python -m benchmarks.quality_bounds
 
+.PHONY: bench-curve
+CURVE_ARGS ?= --quick
+# The default model at 1k/2k/4k/8k steps of one run (quick size, ~9 min; docs/quality.md). CURVE_ARGS="--quick
+# --short-runs": also a run ending at each (~15 min); CURVE_ARGS= the full size (~24 min).
+bench-curve: setup
+	$(BIN)/python -m benchmarks.learning_curve $(CURVE_ARGS)
+
 .PHONY: bench-scale
 bench-scale: setup  # SCALE_ARGS="--sizes 10000,100000" for a shorter run
 	$(BIN)/python -m benchmarks.bench_scale $(SCALE_ARGS)

@@ -153,7 +153,7 @@ def label(name: str) -> str:
     return f"{name} codebook{'s' * (name != '1')}"
 
 
-def _row(label: str, values: list[str]) -> str:
+def table_row(label: str, values: list[str]) -> str:
     return f"| {label} | " + " | ".join(values) + " |"
 
 
@@ -161,53 +161,53 @@ def print_tables(results: dict[str, dict]) -> None:
     """Markdown tables: rate-distortion, the field's metrics, and the body per point (ratios to the reference)."""
     labels = {name: label(name) for name in results}
     print("\nper-part error / per-pose-mean reference (unseen languages)\n")
-    print(_row("variant", [TITLES[p] for p in PARTS] + ["codes used", "perplexity", "bits/frame", "train min"]))
-    print(_row("---", ["---"] * (len(PARTS) + 4)))
+    print(table_row("variant", [TITLES[p] for p in PARTS] + ["codes used", "perplexity", "bits/frame", "train min"]))
+    print(table_row("---", ["---"] * (len(PARTS) + 4)))
     for name, r in results.items():
         codes = "-" if name == "none" else f"{r['codebook_utilization']:.1%}"  # residual: its k codebooks pooled
         perplexity = "-" if name == "none" else f"{r['perplexity']:.0f}"
         bits = f"({r['bits_per_frame']:.0f}, float)" if name == "none" else f"{r['bits_per_frame']:.1f}"
-        print(_row(labels[name], [f"{r[f'ratio_{p}']:.2f}" for p in PARTS]
-                   + [codes, perplexity, bits, f"{r['train_minutes']:.1f}"]))
+        print(table_row(labels[name], [f"{r[f'ratio_{p}']:.2f}" for p in PARTS]
+                        + [codes, perplexity, bits, f"{r['train_minutes']:.1f}"]))
     print("\nthe field's metrics, ratios: motion error (own mean removed) / motion size; handshape (wrist-aligned);"
           " nDTW-MJE, DTWp and nDTWp (pose-evaluation, hands) / reference; jitter and acceleration error / the"
           " original's acceleration\n")
     field = [f"motion {TITLES[p]}" for p in PARTS] + [f"handshape {TITLES[h]}" for h in HANDS]
     field += [f"DTW {TITLES[p]}" for p in PARTS] + ["DTWp", "nDTWp", "jitter", "accel error"]
-    print(_row("variant", field))
-    print(_row("---", ["---"] * len(field)))
+    print(table_row("variant", field))
+    print(table_row("---", ["---"] * len(field)))
     for name, r in results.items():
         values = [r[f"ratio_motion_{p}"] for p in PARTS] + [r[f"ratio_handshape_{h}"] for h in HANDS]
         values += [r[f"ratio_dtw_{p}"] for p in PARTS] + [r[k] for k in ("ratio_dtwp", "ratio_ndtwp")]
         values += [r["ratio_jitter"], r["ratio_accel"]]
-        print(_row(labels[name], [f"{v:.2f}" for v in values]))
+        print(table_row(labels[name], [f"{v:.2f}" for v in values]))
     print("\npose-evaluation's DTWp (pixels) and nDTWp (shoulder widths), per pose, beside the trivial reference's\n")
-    print(_row("variant", ["DTWp", "DTWp reference", "nDTWp", "nDTWp reference"]))
-    print(_row("---", ["---"] * 4))
+    print(table_row("variant", ["DTWp", "DTWp reference", "nDTWp", "nDTWp reference"]))
+    print(table_row("---", ["---"] * 4))
     for name, r in results.items():
         values = [r["dtwp"], r["reference_dtwp"], r["ndtwp"], r["reference_ndtwp"]]
-        print(_row(labels[name], [f"{v:.2f}" for v in values]))
+        print(table_row(labels[name], [f"{v:.2f}" for v in values]))
     print("\nper held-out language, error / reference\n")
     languages = next(iter(results.values()))["languages"]
-    print(_row("variant", [f"{lang} {TITLES[p]}" for lang in languages for p in PARTS]))
-    print(_row("---", ["---"] * len(PARTS) * len(languages)))
+    print(table_row("variant", [f"{lang} {TITLES[p]}" for lang in languages for p in PARTS]))
+    print(table_row("---", ["---"] * len(PARTS) * len(languages)))
     for name, r in results.items():
-        print(_row(labels[name], [f"{v[p]:.2f}" for v in r["languages"].values() for p in PARTS]))
+        print(table_row(labels[name], [f"{v[p]:.2f}" for v in r["languages"].values() for p in PARTS]))
     print("\nthe pose that weighs most in each part: its share of the part's error, the part's ratio without it\n")
-    print(_row("variant", [TITLES[p] for p in PARTS]))
-    print(_row("---", ["---"] * len(PARTS)))
+    print(table_row("variant", [TITLES[p] for p in PARTS]))
+    print(table_row("---", ["---"] * len(PARTS)))
     for name, r in results.items():
         cells = []
         for part in PARTS:
             top, share, without = heaviest(r["poses"], part)
             cells.append(f"{top['id']} ({top['frames']} frames): {share:.0%}, {without:.2f} without")
-        print(_row(labels[name], cells))
+        print(table_row(labels[name], cells))
     points = [p.lower().replace("_", " ") for p in skeleton.canonical_header().components[0].points]
     print("\nbody per point, error / reference\n")
-    print(_row("variant", points[skeleton.PARTS["body"]]))
-    print(_row("---", ["---"] * len(points[skeleton.PARTS["body"]])))
+    print(table_row("variant", points[skeleton.PARTS["body"]]))
+    print(table_row("---", ["---"] * len(points[skeleton.PARTS["body"]])))
     for name, r in results.items():
-        print(_row(labels[name], [f"{v:.2f}" for v in r["body_points"]]))
+        print(table_row(labels[name], [f"{v:.2f}" for v in r["body_points"]]))
 
 
 def check_targets(results: dict[str, dict]) -> list[str]:
@@ -232,43 +232,59 @@ def check_targets(results: dict[str, dict]) -> list[str]:
     return [f"{'MET   ' if ok else 'MISSED'} {text}" for text, ok in checks]
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every run on the fingerspelling split: data, held-out languages, size, threads, folder, keys."""
     parser.add_argument("--data", type=Path, help=DATA_HELP)
     parser.add_argument("--held-out", default=",".join(HELD_OUT))
     parser.add_argument("--quick", action="store_true", help="a smaller network, batch and run (QUICK)")
-    parser.add_argument("--steps", type=int, help="training steps per variant")
     parser.add_argument("--threads", type=int, help="torch threads (default: 1 with --quick: where other jobs share "
                         "the cores, a small model trains ~10x faster on one; else torch's default)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="codebooks per frame, or none (no quantizer)")
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--train", type=Path, help="YAML file with `train` keys that override the benchmark's")
-    args = parser.parse_args(argv)
+
+
+def set_up(args: argparse.Namespace) -> tuple[dict, dict, dict, Path]:
+    """Threads, logging and W&B set for a benchmark, the data prepared: the base ``train`` keys (TRAIN, or with
+    QUICK), the user's overrides, the prepared files (:func:`prepare`, with ``held_out``) and the work folder."""
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("WANDB_MODE", "disabled")
-    names = args.variants.split(",")
-    if unknown := sorted(set(names) - set(VARIANTS)):
-        parser.error(f"--variants {','.join(unknown)}: choose from {','.join(VARIANTS)}")
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
     base = {**TRAIN, **(QUICK if args.quick else {})}
-    base["max_steps"] = steps = args.steps or base["max_steps"]
     held_out = set(args.held_out.split(","))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sign-vq-quality-"))
-    files = prepare(corpus(args.data), held_out, work)
+    files = {**prepare(corpus(args.data), held_out, work), "held_out": sorted(held_out)}
     overrides = yaml.safe_load(args.train.read_text())["train"] if args.train else {}
+    return base, overrides, files, work
+
+
+def describe(files: dict) -> str:
+    """The split in words: threads, training languages and poses, the held-out languages and their poses."""
+    return (f"{torch.get_num_threads()} threads; train = {files['languages_train']} languages ({files['poses_train']} "
+            f"poses), test = {', '.join(files['held_out'])} ({files['poses_test']} poses, never seen)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--steps", type=int, help="training steps per variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="codebooks per frame, or none (no quantizer)")
+    args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    if unknown := sorted(set(names) - set(VARIANTS)):
+        parser.error(f"--variants {','.join(unknown)}: choose from {','.join(VARIANTS)}")
+    base, overrides, files, work = set_up(args)
+    base["max_steps"] = steps = args.steps or base["max_steps"]
     results: dict[str, dict] = {}
     for name in names:
         results.update(run_variant(name, variant_config(base, overrides, VARIANTS[name]), files, work))
 
-    print(f"\nquality: {steps} steps per variant on {torch.get_num_threads()} threads; train = "
-          f"{files['languages_train']} languages ({files['poses_train']} poses), test = {', '.join(sorted(held_out))} "
-          f"({files['poses_test']} poses, never seen)")
+    print(f"\nquality: {steps} steps per variant on {describe(files)}")
     print_tables(results)
     print("\ntargets (issues 15 and 24):\n" + "\n".join(check_targets(results)))
-    report = {"steps": steps, "quick": args.quick, "threads": torch.get_num_threads(), "languages_test": sorted(held_out),
-              "overrides": overrides, "variants": results,
-              **{k: v for k, v in files.items() if not isinstance(v, Path)}}
+    report = {"steps": steps, "quick": args.quick, "threads": torch.get_num_threads(),
+              "languages_test": files["held_out"], "overrides": overrides, "variants": results,
+              **{k: v for k, v in files.items() if not isinstance(v, Path) and k != "held_out"}}
     (work / "quality.json").write_text(json.dumps(report, indent=1))
     print(f"details: {work / 'quality.json'}")
     return report
