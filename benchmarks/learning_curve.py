@@ -28,7 +28,7 @@ import torch
 from benchmarks import quality
 from sign_vq.config import Config
 from sign_vq.fileio import png_figure
-from sign_vq.train import train
+from sign_vq.training.trainer import train
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
