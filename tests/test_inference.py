@@ -17,6 +17,7 @@ from pose_format import Pose
 from conftest import OPENPOSE, REPO, pose_bytes, with_body
 from fixtures_model import EXAMPLES, MAX_FRAMES, make_checkpoint
 from sign_vq.api import FILLED_CONFIDENCE, decode_codes, encode, placed_pose, read_reduced, reconstruct_file
+from sign_vq.batch import collect_inputs
 from sign_vq.cli import main
 from sign_vq.errors import UserError
 from sign_vq.evaluation.metrics import ReconstructionMetrics
@@ -24,7 +25,6 @@ from sign_vq.model.checkpoint import load_model, load_on, read_checkpoint
 from sign_vq.model.codes import decode_array, encode_array, reconstruct_array
 from sign_vq.model.windows import window_bounds
 from sign_vq.poses import preprocess, skeleton
-from sign_vq.stages.inference import collect_inputs
 
 FPS_29 = "pose-format/0ff215ef4f1f111e217e2cefee0adc77.pose"  # 29.89 fps, full holistic
 LONG = EXAMPLES / "lexicon" / "essen.pose"  # 73 frames: several windows of MAX_FRAMES

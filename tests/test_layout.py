@@ -14,7 +14,7 @@ LAYERS = [
     {"poses"},
     {"formats"},
     {"mirror", "dataset", "model"},
-    {"evaluation", "api"},
+    {"evaluation", "api", "batch"},
     {"training"},
     {"stages", "arguments", "cli"},
 ]
