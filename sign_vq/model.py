@@ -2,7 +2,8 @@
 
 The quantizer is a product of FSQ codebooks (``fsq``: each code quantizes its own chunk of the latent), a residual
 FSQ (``residual``, :class:`ResidualQuantizer`: each code quantizes what the codes before it left, so the first k of
-them decode on their own), or none (the unquantized upper bound).
+them decode on their own), one FSQ codebook per body part (``parts``, :class:`PartQuantizer`: hands, face and body
+each encoded from their own points, with their own levels), or none (the unquantized upper bound).
 
 Poses enter and leave in shoulder-normalized units (frames x 178 x 3, as written by `normalize`). The dataset
 mean/std are buffers of the model, so a checkpoint alone is enough for inference.
@@ -10,6 +11,7 @@ mean/std are buffers of the model, so a checkpoint alone is enough for inference
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import re
@@ -25,13 +27,21 @@ from sign_vq import hub, skeleton
 from sign_vq.config import TrainConfig, as_dict, train_config
 from sign_vq.errors import UserError
 
-QUANTIZERS = ("fsq", "residual", "none")
+QUANTIZERS = ("fsq", "residual", "parts", "none")
 STD_FLOOR = 0.01  # shoulder widths: keeps near-constant coordinates (MediaPipe z) from being blown up
 # Standard deviations: the encoder sees a value at most this far from the dataset mean. 1 in ~6,000 values of the
 # quality benchmark's training poses lies beyond it; a tracking glitch far beyond it (a hand 5 shoulder widths off)
 # would otherwise swamp the whole window's codes and spoil every part of it.
 INPUT_LIMIT = 5.0
 FEATURES = skeleton.NUM_POINTS * skeleton.DIMS
+# The parts of a `parts` quantizer in the latent's (and a frame's codes') order. The body comes last: the last
+# static_dims of its code dimensions carry the static channel, as the last ones of the product's do.
+PART_GROUPS: dict[str, slice] = {
+    "hands": slice(skeleton.PARTS["left_hand"].start, skeleton.PARTS["right_hand"].stop),
+    "face": skeleton.PARTS["face"],
+    "body": skeleton.PARTS["body"],
+}
+PART_LEVELS = {"hands": [5], "face": [4], "body": [3, 4, 4]}  # 9.9 bits a frame (the schema's default)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -94,6 +104,62 @@ class ResidualQuantizer(nn.Module):
         return sum(stage.indices_to_codes(codes[..., i]) for i, stage in enumerate(self.stages[: codes.shape[-1]]))
 
 
+class PartQuantizer(nn.Module):
+    """One FSQ codebook per part (``part_levels``: part -> levels, in the latent's order), each rounding its own
+    slice of the latent: a frame has one code per part, and bits = the sum of the parts' log2(prod(levels)).
+
+    Part i's codes are offset by the sizes of the codebooks before it: the codes of all parts together are
+    0..codebook_size-1, and a code alone names its part."""
+
+    def __init__(self, part_levels: dict[str, list[int]]):
+        super().__init__()
+        self.dims = [len(levels) for levels in part_levels.values()]
+        self.sizes = [math.prod(levels) for levels in part_levels.values()]
+        self.offsets = list(itertools.accumulate([0, *self.sizes[:-1]]))
+        self.codebook_size = sum(self.sizes)
+        self.bits = sum(math.log2(size) for size in self.sizes)
+        self.codebooks = nn.ModuleList(FSQ(list(levels)) for levels in part_levels.values())
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantized latents (B x T x sum of dims) and codes (B x T x parts, int64, offset per part)."""
+        quantized = [codebook.quantize(chunk) for codebook, chunk in zip(self.codebooks, latent.split(self.dims, -1))]
+        codes = [cb.codes_to_indices(q).long() + offset for cb, q, offset in zip(self.codebooks, quantized, self.offsets)]
+        return torch.cat(quantized, -1), torch.stack(codes, -1)
+
+    def in_range(self, codes: torch.Tensor) -> bool:
+        """Whether each part's code (B x T x parts) lies in that part's range."""
+        low = torch.tensor(self.offsets, device=codes.device)
+        return bool(((codes >= low) & (codes < low + torch.tensor(self.sizes, device=codes.device))).all())
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantized latents (B x T x sum of dims) of codes (B x T x parts)."""
+        return torch.cat([cb.indices_to_codes(codes[..., i] - offset).float()
+                          for i, (cb, offset) in enumerate(zip(self.codebooks, self.offsets))], -1)
+
+
+class PartStreams(nn.Module):
+    """The encoder's input under a :class:`PartQuantizer`: one token stream per part, each embedded from its own
+    points only (standardized values and observed flags), so that the shared encoder gives a part's code nothing
+    but its own points to see; ``own_dims`` keeps each stream's own motion dimensions of the projected output."""
+
+    def __init__(self, parts: list[slice], motion_dims: list[int], d_model: int):
+        super().__init__()
+        self.parts, self.motion_dims = parts, motion_dims
+        self.embeds = nn.ModuleList(nn.Linear((s.stop - s.start) * (skeleton.DIMS + 1), d_model) for s in parts)
+
+    def forward(self, standardized: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+        """Tokens (parts*B x T x d_model) of standardized values (B x T x 534) and observed flags (B x T x 178)."""
+        dims = skeleton.DIMS
+        return torch.cat([embed(torch.cat([standardized[..., s.start * dims: s.stop * dims], flags[..., s]], -1))
+                          for embed, s in zip(self.embeds, self.parts)])
+
+    def own_dims(self, projected: torch.Tensor) -> torch.Tensor:
+        """Each stream's own dimensions (parts*B x T x motion dims -> B x T x motion dims), in part order."""
+        bounds = list(itertools.accumulate([0, *self.motion_dims]))
+        return torch.cat([out[..., start:stop] for out, start, stop in
+                          zip(projected.chunk(len(self.parts)), bounds, bounds[1:])], -1)
+
+
 class PoseFSQAutoencoder(nn.Module):
     """Encode poses into ``num_codebooks`` FSQ codes per frame and decode codes back into poses.
 
@@ -109,6 +175,11 @@ class PoseFSQAutoencoder(nn.Module):
 
     ``quantizer="residual"`` (:class:`ResidualQuantizer`) has ``num_quantizers`` codes per frame; ``forward`` and
     ``encode`` keep the first ``quantizers`` of them when asked, and ``decode`` takes any first k.
+
+    ``quantizer="parts"`` (:class:`PartQuantizer`, :class:`PartStreams`) has one code per part of
+    :data:`PART_GROUPS` (hands, face, body), each of its own ``part_levels``; the encoder (its weights shared) runs
+    once per part on that part's points, the decoder reads all codes. The static channel, when on, sends the whole
+    window's mean pose through the body's last ``static_dims`` dimensions.
     """
 
     def __init__(
@@ -129,6 +200,7 @@ class PoseFSQAutoencoder(nn.Module):
         quantize_dropout: float = 0.5,
         static_dims: int = 0,
         max_frames: int = 128,
+        part_levels: dict[str, list[int]] | None = None,
     ):
         super().__init__()
         shape = (skeleton.NUM_POINTS, skeleton.DIMS)
@@ -141,13 +213,21 @@ class PoseFSQAutoencoder(nn.Module):
         self.max_frames = max_frames  # the window length it was trained on (inference cuts longer poses)
         if quantizer not in QUANTIZERS:
             raise UserError(f"model.quantizer {quantizer!r}: use one of {', '.join(QUANTIZERS)}")
-        if quantizer == "residual" and num_codebooks != 1:
-            raise UserError(f"model.num_codebooks {num_codebooks}: must be 1 with model.quantizer: residual")
+        if quantizer in ("residual", "parts") and num_codebooks != 1:
+            raise UserError(f"model.num_codebooks {num_codebooks}: must be 1 with model.quantizer: {quantizer}")
+        part_levels = {name: list((part_levels or PART_LEVELS)[name]) for name in PART_GROUPS}
+        if quantizer == "parts" and not static_dims < len(part_levels["body"]):
+            raise UserError(f"model.static_dims {static_dims}: must be below len(model.part_levels.body) "
+                            f"({len(part_levels['body'])}) with model.quantizer: parts")
         # a residual latent is as wide as num_quantizers codebooks: the same size as the product at the same bits
         code_dims = (num_quantizers if quantizer == "residual" else num_codebooks) * len(self.levels)
+        if quantizer == "parts":
+            code_dims = sum(map(len, part_levels.values()))
         self.codebook_size = int(np.prod(self.levels)) if quantizer != "none" else 0
-        # codes a frame carries: one per codebook, or one per residual quantizer (the first k of them decode alone)
-        self.codes_per_frame = {"fsq": num_codebooks, "residual": num_quantizers, "none": 0}[quantizer]
+        # codes a frame carries: one per codebook, one per residual quantizer (the first k of them decode alone), or
+        # one per part
+        self.codes_per_frame = {"fsq": num_codebooks, "residual": num_quantizers, "parts": len(PART_GROUPS),
+                                "none": 0}[quantizer]
         self.latent_bits = 32 * code_dims if quantizer == "none" else 0  # float32 latents
         if not 0 <= static_dims < code_dims:
             raise UserError(
@@ -157,6 +237,9 @@ class PoseFSQAutoencoder(nn.Module):
         self.static_dims = static_dims
         # input per frame: standardized values (0 where missing) and the observed flag of each point
         self.embed = nn.Linear(FEATURES + skeleton.NUM_POINTS, d_model)
+        if quantizer == "parts":  # the body's last static_dims dimensions are the static channel's
+            motion = [len(levels) - static_dims * (name == "body") for name, levels in part_levels.items()]
+            self.embed = PartStreams(list(PART_GROUPS.values()), motion, d_model)
         self.encoder = _transformer(d_model, heads, encoder_layers, ff_mult, dropout)
         self.to_codes = nn.Linear(d_model, code_dims - static_dims)
         # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves (a residual
@@ -164,8 +247,11 @@ class PoseFSQAutoencoder(nn.Module):
         self.quantizer = {
             "fsq": lambda: FSQ(self.levels, num_codebooks=num_codebooks, keep_num_codebooks_dim=True),
             "residual": lambda: ResidualQuantizer(self.levels, num_quantizers, code_dims, quantize_dropout),
+            "parts": lambda: PartQuantizer(part_levels),
             "none": lambda: None,
         }[quantizer]()
+        if quantizer == "parts":
+            self.codebook_size = self.quantizer.codebook_size
         self.from_codes = nn.Linear(code_dims - static_dims, d_model)
         if static_dims:
             self.static_in = nn.Parameter(torch.randn(max_frames, static_dims, FEATURES) / math.sqrt(FEATURES))
@@ -182,6 +268,8 @@ class PoseFSQAutoencoder(nn.Module):
     @property
     def bits_per_frame(self) -> float:
         """Bits of a frame's codes (float32 latents without a quantizer)."""
+        if isinstance(self.quantizer, PartQuantizer):
+            return self.quantizer.bits
         return self.latent_bits or self.codes_per_frame * math.log2(self.codebook_size)
 
     def decodes(self, count: int) -> bool:
@@ -226,14 +314,23 @@ class PoseFSQAutoencoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized latents (B x T x code dims, in FSQ's units) and their codes (B x T x codes_per_frame)."""
         standardized = self._standardized(poses, observed)
-        hidden = self._positions(self.embed(torch.cat([standardized, observed.to(poses.dtype)], dim=-1)))
-        latent = self.to_codes(self.encoder(hidden, src_key_padding_mask=padding)).float()
+        latent = self._motion_latent(standardized, observed.to(poses.dtype), padding)
         if self.static_dims:
             weight = (observed & ~padding[..., None]).repeat_interleave(skeleton.DIMS, -1).float()
             static = (standardized.float() * weight).sum(1) / weight.sum(1).clamp_min(1)  # the window's mean pose
             table = self._per_frame(self.static_in, poses.shape[1]).float()
             latent = torch.cat([latent, torch.einsum("tkf,bf->btk", table, static)], dim=-1)
         return self._quantize(latent)
+
+    def _motion_latent(self, standardized: torch.Tensor, flags: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The latent's motion dimensions (B x T x code dims - static_dims, float32): the encoder over whole frames, or
+        (:class:`PartStreams`) over each part's own points, each part keeping its own dimensions."""
+        if not isinstance(self.embed, PartStreams):
+            hidden = self._positions(self.embed(torch.cat([standardized, flags], dim=-1)))
+            return self.to_codes(self.encoder(hidden, src_key_padding_mask=padding)).float()
+        hidden = self._positions(self.embed(standardized, flags))
+        streams = self.encoder(hidden, src_key_padding_mask=padding.repeat(len(self.embed.parts), 1))
+        return self.embed.own_dims(self.to_codes(streams).float())
 
     def _quantize(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized latents (B x T x code dims) and their codes (B x T x codes_per_frame, int64) of latents
@@ -243,7 +340,7 @@ class PoseFSQAutoencoder(nn.Module):
         if self.quantizer is None:
             return torch.tanh(latent), latent.new_zeros(latent.shape[:-1] + (0,), dtype=torch.long)
         with torch.autocast(device_type=latent.device.type, enabled=False):
-            if isinstance(self.quantizer, ResidualQuantizer):
+            if isinstance(self.quantizer, (ResidualQuantizer, PartQuantizer)):
                 return self.quantizer(latent)
             quantized = self.quantizer.quantize(latent.unflatten(-1, (self.num_codebooks, len(self.levels))))
             return quantized.flatten(-2), self.quantizer.codes_to_indices(quantized).long()
@@ -251,7 +348,7 @@ class PoseFSQAutoencoder(nn.Module):
     def _from_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Quantized latents (B x T x code dims) of codes (B x T x k; a residual model's first k codes)."""
         with torch.autocast(device_type=codes.device.type, enabled=False):
-            if isinstance(self.quantizer, ResidualQuantizer):
+            if isinstance(self.quantizer, (ResidualQuantizer, PartQuantizer)):
                 return self.quantizer.decode(codes.long())
             return self.quantizer.indices_to_codes(codes.long()).float()
 
@@ -323,6 +420,10 @@ class PoseFSQAutoencoder(nn.Module):
                 f"codes out of range [{int(codes.min())}, {int(codes.max())}]; "
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
+        if isinstance(self.quantizer, PartQuantizer) and not self.quantizer.in_range(codes):
+            ranges = ", ".join(f"{name} {o}..{o + n - 1}" for name, o, n in
+                               zip(PART_GROUPS, self.quantizer.offsets, self.quantizer.sizes))
+            raise UserError(f"a code lies outside its part's range; this model's codes per frame are: {ranges}")
         padding = _no_padding(codes) if padding is None else padding
         return self._decode(self._from_codes(codes), padding)
 
