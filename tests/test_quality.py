@@ -34,3 +34,17 @@ def test_the_residual_model_is_checked_against_the_product_at_the_same_bits():
     assert check_targets(results) == ["MET    residual, first 2: overall within 5 % of 2 codebooks (0.830 vs 0.800)"]
     results["residual@2"]["ratio_all"] = 0.85
     assert check_targets(results)[0].startswith("MISSED residual, first 2")
+
+
+def test_the_per_part_variants_are_checked_against_the_targets_of_their_bits():
+    assert [label(name) for name in ("parts10", "parts40")] == ["per part, 10 bits", "per part, 40 bits"]
+    parts = {f"ratio_{p}": 0.9 for p in ("body", "face", "left_hand", "right_hand")}
+    motion = {f"ratio_motion_{h}": 0.3 for h in ("left_hand", "right_hand")}
+    results = {"parts10": {**parts, **motion, "codebook_utilization": 0.5, "ratio_jitter": 1.0},
+               "parts40": {**parts, **motion}}
+    assert check_targets(results) == [
+        "MET    per part, 10 bits: every part <= 1.0x", "MISSED per part, 10 bits: >= 60 % of the codes used",
+        "MET    per part, 10 bits: hand motion <= 0.5x",
+        "MET    per part, 10 bits: mean acceleration <= 1.2x the original's",
+        "MISSED per part, 40 bits: every part <= 0.5x", "MISSED per part, 40 bits: every part <= 0.6x",
+        "MET    per part, 40 bits: hand motion <= 0.4x"]
