@@ -1,14 +1,14 @@
 """Rate-distortion benchmark (`make bench-quality`): train on 12 fingerspelling languages, reconstruct 3 unseen ones.
 
-The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with levels [8,5,5,5]), without a
-quantizer (its upper bound: the gap is what quantization costs), and one residual model of 4 quantizers decoded from
-its first k = 1, 2, 3, 4 codes per frame (10 to 40 bits from one model), and one FSQ codebook per part (hands, face,
-body; `parts10`, `parts40`) at the bits of 1 and 4 codebooks, each trained for the same steps at the same size. Every error is a ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every
-whole test pose, from :class:`sign_vq.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion
-error, handshape error, nDTW mean joint error, pose-evaluation's DTWp and nDTWp, jitter and acceleration error) and
-per body point; then per held-out language, and the pose that weighs most in each part (its share of the part's
-error, the part's ratio without it: one glitched recording can carry half of it). Targets (issues 15 and 24) are
-checked at the end.
+The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with levels [8,5,5,5]), without a quantizer
+(its upper bound: the gap is what quantization costs), and one residual model of 4 quantizers decoded from its first k
+= 1, 2, 3, 4 codes per frame (10 to 40 bits from one model), and one FSQ codebook per part (hands, face, body;
+`parts10`, `parts40`) at the bits of 1 and 4 codebooks, each trained for the same steps at the same size. Every error
+is a ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every whole test pose, from
+:class:`sign_vq.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion error, handshape error,
+nDTW mean joint error, pose-evaluation's DTWp and nDTWp, jitter and acceleration error) and per body point; then per
+held-out language, and the pose that weighs most in each part (its share of the part's error, the part's ratio without
+it: one glitched recording can carry half of it). Targets (issues 15 and 24) are checked at the end.
 
     python -m benchmarks.quality [--quick] [--steps N] [--threads N] [--variants 1,2,4,none,residual,parts10,parts40]
                                  [--held-out gss,psr,tsm] [--data DIR] [--train T.yaml] [--workdir D]
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, help="torch threads (default: 1 with --quick: where other jobs share "
                         "the cores, a small model trains ~10x faster on one; else torch's default)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="codebooks per frame, none (no quantizer), residual, parts10/parts40 (a codebook per part)")
+                        help="codebooks per frame, none (no quantizer), residual, parts10/parts40 (one per part)")
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--train", type=Path, help="YAML file with `train` keys that override the benchmark's")
     args = parser.parse_args(argv)

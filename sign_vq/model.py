@@ -123,7 +123,8 @@ class PartQuantizer(nn.Module):
     def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized latents (B x T x sum of dims) and codes (B x T x parts, int64, offset per part)."""
         quantized = [codebook.quantize(chunk) for codebook, chunk in zip(self.codebooks, latent.split(self.dims, -1))]
-        codes = [cb.codes_to_indices(q).long() + offset for cb, q, offset in zip(self.codebooks, quantized, self.offsets)]
+        codes = [codebook.codes_to_indices(out).long() + offset
+                 for codebook, out, offset in zip(self.codebooks, quantized, self.offsets)]
         return torch.cat(quantized, -1), torch.stack(codes, -1)
 
     def in_range(self, codes: torch.Tensor) -> bool:
@@ -216,6 +217,7 @@ class PoseFSQAutoencoder(nn.Module):
         if quantizer in ("residual", "parts") and num_codebooks != 1:
             raise UserError(f"model.num_codebooks {num_codebooks}: must be 1 with model.quantizer: {quantizer}")
         part_levels = {name: list((part_levels or PART_LEVELS)[name]) for name in PART_GROUPS}
+        self.part_levels = part_levels if quantizer == "parts" else None  # part -> levels, the latent's order
         if quantizer == "parts" and not static_dims < len(part_levels["body"]):
             raise UserError(f"model.static_dims {static_dims}: must be below len(model.part_levels.body) "
                             f"({len(part_levels['body'])}) with model.quantizer: parts")
