@@ -34,7 +34,7 @@ from sign_vq.archive import build_archive
 from sign_vq.config import Config, typed, validate
 from sign_vq.evaluation import add_pose, evaluating, new_metrics, reconstructions
 from sign_vq.metrics import HANDS, ReconstructionMetrics
-from sign_vq.model import load_model
+from sign_vq.model import PartQuantizer, PoseFSQAutoencoder, load_model
 from sign_vq.normalize import normalize_shard
 from sign_vq.posezip import PoseZip
 from sign_vq.stats import merge_shards, write_stats
@@ -107,8 +107,17 @@ def evaluate(model_dir: Path, archive: Path, quantizers: int | None = None) -> d
     for pose in poses:
         languages.setdefault(pose["id"].split("/")[0], []).append(pose)
     return {**metrics.compute(), "body_points": metrics.point_ratios()[skeleton.PARTS["body"]].tolist(),
+            "part_codes": part_codes(model, metrics.codes),
             "languages": {name: {p: part_ratio(group, p) for p in PARTS} for name, group in sorted(languages.items())},
             "poses": poses}
+
+
+def part_codes(model: PoseFSQAutoencoder, histogram: torch.Tensor) -> dict[str, list[float]]:
+    """A parts model's codebooks: part -> [fraction of its codes used, its codebook size] ({} for other models)."""
+    if not isinstance(model.quantizer, PartQuantizer):
+        return {}
+    ranges = zip(model.part_levels, model.quantizer.offsets, model.quantizer.sizes)
+    return {name: [float((histogram[start:start + size] > 0).double().mean()), size] for name, start, size in ranges}
 
 
 def _sums(poses: list[dict], part: str) -> tuple[float, float]:
@@ -177,6 +186,10 @@ def print_tables(results: dict[str, dict]) -> None:
         bits = f"({r['bits_per_frame']:.0f}, float)" if name == "none" else f"{r['bits_per_frame']:.1f}"
         print(_row(labels[name], [f"{r[f'ratio_{p}']:.2f}" for p in PARTS]
                    + [codes, perplexity, bits, f"{r['train_minutes']:.1f}"]))
+    for name, r in results.items():
+        if r.get("part_codes"):
+            used = ", ".join(f"{part} {share:.0%} of {size:,}" for part, (share, size) in r["part_codes"].items())
+            print(f"\n{labels[name]}: codes used per part: {used}")
     print("\nthe field's metrics, ratios: motion error (own mean removed) / motion size; handshape (wrist-aligned);"
           " nDTW-MJE, DTWp and nDTWp (pose-evaluation, hands) / reference; jitter and acceleration error / the"
           " original's acceleration\n")

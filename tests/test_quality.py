@@ -3,8 +3,10 @@
 import math
 
 import pytest
+import torch
 
-from benchmarks.quality import check_targets, heaviest, label, part_ratio
+from benchmarks.quality import check_targets, heaviest, label, part_codes, part_ratio
+from sign_vq.model import PoseFSQAutoencoder
 
 
 def pose(name: str, error: float, reference: float) -> dict:
@@ -48,3 +50,11 @@ def test_the_per_part_variants_are_checked_against_the_targets_of_their_bits():
         "MET    per part, 10 bits: mean acceleration <= 1.2x the original's",
         "MISSED per part, 40 bits: every part <= 0.5x", "MISSED per part, 40 bits: every part <= 0.6x",
         "MET    per part, 40 bits: hand motion <= 0.4x"]
+
+
+def test_a_parts_models_code_use_is_counted_per_part():
+    model = PoseFSQAutoencoder(d_model=32, heads=2, quantizer="parts")  # hands 5, face 4, body 48 codes
+    histogram = torch.zeros(model.codebook_size, dtype=torch.int64)
+    histogram[[0, 1, 2, 3, 4, 5, 9, 10]] = 1  # every hand code, 1 face code, 1 body code
+    assert part_codes(model, histogram) == {"hands": [1.0, 5], "face": [0.25, 4], "body": [1 / 48, 48]}
+    assert part_codes(PoseFSQAutoencoder(d_model=32, heads=2), torch.ones(1000, dtype=torch.int64)) == {}
