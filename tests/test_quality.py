@@ -55,6 +55,6 @@ def test_the_per_part_variants_are_checked_against_the_targets_of_their_bits():
 def test_a_parts_models_code_use_is_counted_per_part():
     model = PoseFSQAutoencoder(d_model=32, heads=2, quantizer="parts")  # hands 5, face 4, body 48 codes
     histogram = torch.zeros(model.codebook_size, dtype=torch.int64)
-    histogram[[0, 1, 2, 3, 4, 5, 9, 10]] = 1  # every hand code, 1 face code, 1 body code
+    histogram[[0, 1, 2, 3, 4, 5, 9]] = 1  # every hand code (0..4), 1 face code (5..8), 1 body code (9..56)
     assert part_codes(model, histogram) == {"hands": [1.0, 5], "face": [0.25, 4], "body": [1 / 48, 48]}
     assert part_codes(PoseFSQAutoencoder(d_model=32, heads=2), torch.ones(1000, dtype=torch.int64)) == {}
