@@ -237,11 +237,11 @@ class PoseFSQAutoencoder(nn.Module):
                 "(codebooks or residual quantizers x len(levels)); the rest carry the motion"
             )
         self.static_dims = static_dims
-        # input per frame: standardized values (0 where missing) and the observed flag of each point
-        self.embed = nn.Linear(FEATURES + skeleton.NUM_POINTS, d_model)
-        if quantizer == "parts":  # the body's last static_dims dimensions are the static channel's
-            motion = [len(levels) - static_dims * (name == "body") for name, levels in part_levels.items()]
-            self.embed = PartStreams(list(PART_GROUPS.values()), motion, d_model)
+        # input per frame: standardized values (0 where missing) and the observed flag of each point; under parts one
+        # stream per part, each with its own motion dimensions (the body's last static_dims are the static channel's)
+        motion = [len(levels) - static_dims * (name == "body") for name, levels in part_levels.items()]
+        self.embed = (PartStreams(list(PART_GROUPS.values()), motion, d_model) if quantizer == "parts"
+                      else nn.Linear(FEATURES + skeleton.NUM_POINTS, d_model))
         self.encoder = _transformer(d_model, heads, encoder_layers, ff_mult, dropout)
         self.to_codes = nn.Linear(d_model, code_dims - static_dims)
         # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves (a residual
