@@ -422,11 +422,11 @@ class PoseFSQAutoencoder(nn.Module):
                 f"codes out of range [{int(codes.min())}, {int(codes.max())}]; "
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
-        if isinstance(self.quantizer, PartQuantizer) and not self.quantizer.in_range(codes):
+        padding = _no_padding(codes) if padding is None else padding
+        if isinstance(self.quantizer, PartQuantizer) and not self.quantizer.in_range(codes[~padding]):
             ranges = ", ".join(f"{name} {o}..{o + n - 1}" for name, o, n in
                                zip(PART_GROUPS, self.quantizer.offsets, self.quantizer.sizes))
             raise UserError(f"a code lies outside its part's range; this model's codes per frame are: {ranges}")
-        padding = _no_padding(codes) if padding is None else padding
         return self._decode(self._from_codes(codes), padding)
 
 

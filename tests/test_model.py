@@ -9,6 +9,7 @@ import pytest
 import torch
 from vector_quantize_pytorch import FSQ
 
+import sign_vq
 from conftest import EXAMPLES
 from sign_vq.archive import build_archive
 from sign_vq.config import Config, train_config, typed, validate
@@ -140,9 +141,10 @@ def test_residual_quantizer_dropout_keeps_the_first_codes_of_a_training_batch():
     assert (model.eval()._quantize(torch.randn(2, 6, 16))[1] >= 0).all()
 
 
-def parts_model(**model: object) -> PoseFSQAutoencoder:
+def parts_model(max_frames: int = 128, **model: object) -> PoseFSQAutoencoder:
     torch.manual_seed(0)
-    return PoseFSQAutoencoder(**model_kwargs(train_config({"model": {**SMALL, "quantizer": "parts", **model}}))).eval()
+    config = train_config({"max_frames": max_frames, "model": {**SMALL, "quantizer": "parts", **model}})
+    return PoseFSQAutoencoder(**model_kwargs(config)).eval()
 
 
 def test_parts_have_one_code_each_in_its_own_range_and_their_bits_add_up():
@@ -159,6 +161,14 @@ def test_parts_have_one_code_each_in_its_own_range_and_their_bits_add_up():
     wrong[0, 0, 0] = 45  # a face code in the hands' place
     with pytest.raises(UserError, match="outside its part's range; .*hands 0..39, face 40..51, body 52..78"):
         model.decode(wrong)
+
+
+def test_a_parts_model_codes_and_decodes_a_pose_in_padded_windows():
+    model = parts_model(max_frames=16)  # the example has more frames: windows, the last one padded
+    pose_file = sorted((EXAMPLES / "lexicon").glob("*.pose"))[0]
+    codes = sign_vq.encode(model, pose_file)
+    assert codes.shape[1] == 3 and len(codes) > 16 and model.quantizer.in_range(torch.as_tensor(codes))
+    assert sign_vq.decode(model, codes, fps=25).body.data.shape[0] == len(codes)
 
 
 def test_a_parts_code_sees_only_its_own_points():
