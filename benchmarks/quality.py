@@ -1,16 +1,16 @@
 """Rate-distortion benchmark (`make bench-quality`): train on 12 fingerspelling languages, reconstruct 3 unseen ones.
 
-The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with levels [8,5,5,5]), without a
-quantizer (its upper bound: the gap is what quantization costs), and one residual model of 4 quantizers decoded from
-its first k = 1, 2, 3, 4 codes per frame (10 to 40 bits from one model), each trained for the same steps at the
-same size. Every error is a ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every
-whole test pose, from :class:`sign_vq.evaluation.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion
-error, handshape error, nDTW mean joint error, pose-evaluation's DTWp and nDTWp, jitter and acceleration error) and
-per body point; then per held-out language, and the pose that weighs most in each part (its share of the part's
-error, the part's ratio without it: one glitched recording can carry half of it). Targets (issues 15 and 24) are
-checked at the end.
+The same network at 1, 2 and 4 FSQ codebooks per frame (10, 20, 40 bits with levels [8,5,5,5]), without a quantizer
+(its upper bound: the gap is what quantization costs), and one residual model of 4 quantizers decoded from its first k
+= 1, 2, 3, 4 codes per frame (10 to 40 bits from one model), and one FSQ codebook per part (hands, face, body;
+`parts10`, `parts40`) at the bits of 1 and 4 codebooks, each trained for the same steps at the same size. Every error
+is a ratio to the trivial reference (each pose's own mean; < 1 beats a still pose), over every whole test pose, from
+:class:`sign_vq.evaluation.metrics.ReconstructionMetrics`: per part, overall, the field's metrics (motion error, handshape error,
+nDTW mean joint error, pose-evaluation's DTWp and nDTWp, jitter and acceleration error) and per body point; then per
+held-out language, and the pose that weighs most in each part (its share of the part's error, the part's ratio without
+it: one glitched recording can carry half of it). Targets (issues 15 and 24) are checked at the end.
 
-    python -m benchmarks.quality [--quick] [--steps N] [--threads N] [--variants 1,2,4,none,residual]
+    python -m benchmarks.quality [--quick] [--steps N] [--threads N] [--variants 1,2,4,none,residual,parts10,parts40]
                                  [--held-out gss,psr,tsm] [--data DIR] [--train T.yaml] [--workdir D]
 """
 
@@ -37,6 +37,8 @@ from sign_vq.evaluation.reconstruction import add_pose, evaluating, new_metrics,
 from sign_vq.formats.posezip import PoseZip
 from sign_vq.formats.statistics import merge_shards, write_stats
 from sign_vq.model.checkpoint import load_model
+from sign_vq.model.network import PoseFSQAutoencoder
+from sign_vq.model.parts import PartQuantizer
 from sign_vq.poses import skeleton
 from sign_vq.training.trainer import train
 
@@ -59,7 +61,13 @@ QUICK = {"max_steps": 600, "batch_size": 8, "val_every": 600, "checkpoint_every"
          "model": {**TRAIN["model"], "d_model": 64, "encoder_layers": 2, "decoder_layers": 2}}
 VARIANTS = {"1": {"num_codebooks": 1}, "2": {"num_codebooks": 2}, "4": {"num_codebooks": 4},
             "none": {"num_codebooks": 1, "quantizer": "none"},
-            "residual": {"num_codebooks": 1, "quantizer": "residual", "num_quantizers": 4}}
+            "residual": {"num_codebooks": 1, "quantizer": "residual", "num_quantizers": 4},
+            # one codebook per part (hands, face, body) at the bits of 1 and of 4 codebooks: 9.9 and 39.6 (10.0, 39.9)
+            "parts10": {"num_codebooks": 1, "quantizer": "parts"},
+            "parts40": {"num_codebooks": 1, "quantizer": "parts",
+                        "part_levels": {"hands": [8, 8, 8, 8, 8, 5, 5], "face": [8, 5, 5, 5], "body": [8, 5, 5, 5]}}}
+# the shared latent and the per-part quantizer at about the same bits: their targets are checked alike
+TEN_BITS, FORTY_BITS = ("1", "parts10"), ("4", "parts40")
 PARTS = (*skeleton.PARTS, "all")
 TITLES = {"body": "body", "face": "face", "left_hand": "left hand", "right_hand": "right hand", "all": "overall"}
 
@@ -101,8 +109,17 @@ def evaluate(model_dir: Path, archive: Path, quantizers: int | None = None) -> d
     for pose in poses:
         languages.setdefault(pose["id"].split("/")[0], []).append(pose)
     return {**metrics.compute(), "body_points": metrics.point_ratios()[skeleton.PARTS["body"]].tolist(),
+            "part_codes": part_codes(model, metrics.codes),
             "languages": {name: {p: part_ratio(group, p) for p in PARTS} for name, group in sorted(languages.items())},
             "poses": poses}
+
+
+def part_codes(model: PoseFSQAutoencoder, histogram: torch.Tensor) -> dict[str, list[float]]:
+    """A parts model's codebooks: part -> [fraction of its codes used, its codebook size] ({} for other models)."""
+    if not isinstance(model.quantizer, PartQuantizer):
+        return {}
+    ranges = zip(model.part_levels, model.quantizer.offsets, model.quantizer.sizes)
+    return {name: [float((histogram[start:start + size] > 0).double().mean()), size] for name, start, size in ranges}
 
 
 def _sums(poses: list[dict], part: str) -> tuple[float, float]:
@@ -150,6 +167,8 @@ def label(name: str) -> str:
         return "no quantizer"
     if "@" in name:
         return f"residual, first {name.split('@')[1]}"
+    if name.startswith("parts"):
+        return f"per part, {name.removeprefix('parts')} bits"
     return f"{name} codebook{'s' * (name != '1')}"
 
 
@@ -169,6 +188,10 @@ def print_tables(results: dict[str, dict]) -> None:
         bits = f"({r['bits_per_frame']:.0f}, float)" if name == "none" else f"{r['bits_per_frame']:.1f}"
         print(table_row(labels[name], [f"{r[f'ratio_{p}']:.2f}" for p in PARTS]
                         + [codes, perplexity, bits, f"{r['train_minutes']:.1f}"]))
+    for name, r in results.items():
+        if r.get("part_codes"):
+            used = ", ".join(f"{part} {share:.0%} of {size:,}" for part, (share, size) in r["part_codes"].items())
+            print(f"\n{labels[name]}: codes used per part: {used}")
     print("\nthe field's metrics, ratios: motion error (own mean removed) / motion size; handshape (wrist-aligned);"
           " nDTW-MJE, DTWp and nDTWp (pose-evaluation, hands) / reference; jitter and acceleration error / the"
           " original's acceleration\n")
@@ -214,16 +237,17 @@ def check_targets(results: dict[str, dict]) -> list[str]:
     """Issues 15's and 24's targets on the unseen languages, each with MET / MISSED."""
     checks = []
     parts = list(skeleton.PARTS)
-    if "1" in results:
-        r = results["1"]
-        checks.append(("10 bits: every part <= 1.0x", all(r[f"ratio_{p}"] <= 1.0 for p in parts)))
-        checks.append(("10 bits: >= 60 % of the codes used", r["codebook_utilization"] >= 0.6))
-        checks.append(("10 bits: hand motion <= 0.5x", all(r[f"ratio_motion_{h}"] <= 0.5 for h in HANDS)))
-        checks.append(("10 bits: mean acceleration <= 1.2x the original's", r["ratio_jitter"] <= 1.2))
-    if "4" in results:
-        checks.append(("40 bits: every part <= 0.5x", all(results["4"][f"ratio_{p}"] <= 0.5 for p in parts)))
-        checks.append(("40 bits: every part <= 0.6x", all(results["4"][f"ratio_{p}"] <= 0.6 for p in parts)))
-        checks.append(("40 bits: hand motion <= 0.4x", all(results["4"][f"ratio_motion_{h}"] <= 0.4 for h in HANDS)))
+    for name in (n for n in TEN_BITS if n in results):
+        r, bits = results[name], "10 bits" if name == "1" else label(name)
+        checks.append((f"{bits}: every part <= 1.0x", all(r[f"ratio_{p}"] <= 1.0 for p in parts)))
+        checks.append((f"{bits}: >= 60 % of the codes used", r["codebook_utilization"] >= 0.6))
+        checks.append((f"{bits}: hand motion <= 0.5x", all(r[f"ratio_motion_{h}"] <= 0.5 for h in HANDS)))
+        checks.append((f"{bits}: mean acceleration <= 1.2x the original's", r["ratio_jitter"] <= 1.2))
+    for name in (n for n in FORTY_BITS if n in results):
+        r, bits = results[name], "40 bits" if name == "4" else label(name)
+        checks.append((f"{bits}: every part <= 0.5x", all(r[f"ratio_{p}"] <= 0.5 for p in parts)))
+        checks.append((f"{bits}: every part <= 0.6x", all(r[f"ratio_{p}"] <= 0.6 for p in parts)))
+        checks.append((f"{bits}: hand motion <= 0.4x", all(r[f"ratio_motion_{h}"] <= 0.4 for h in HANDS)))
     for k in ("1", "2", "4"):
         if k in results and f"residual@{k}" in results:
             residual, product = results[f"residual@{k}"]["ratio_all"], results[k]["ratio_all"]
@@ -268,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--steps", type=int, help="training steps per variant")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="codebooks per frame, or none (no quantizer)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="codebooks per frame, none (no quantizer), residual, parts10/parts40 (one per part)")
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     if unknown := sorted(set(names) - set(VARIANTS)):

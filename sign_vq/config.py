@@ -3,7 +3,7 @@
 Unknown keys are rejected and wrong types named with their allowed values; missing keys get the schema's defaults.
 Beyond the schema: every number must be finite, no text may hold control characters, and the model must be buildable
 (heads divide d_model, some part weight > 0, static dims below the code dimensions, one codebook under a residual
-quantizer) — all checked before any job.
+or per-part quantizer) — all checked before any job.
 """
 
 from __future__ import annotations
@@ -172,14 +172,21 @@ def _check_model(train: dict, source: str) -> None:
         raise UserError(_invalid(
             source, "train.model.heads", model["heads"], f"must divide train.model.d_model ({model['d_model']})"
         ))
-    if model["quantizer"] == "residual" and model["num_codebooks"] != 1:
+    if model["quantizer"] in ("residual", "parts") and model["num_codebooks"] != 1:
+        codes = "train.model.num_quantizers codes" if model["quantizer"] == "residual" else "one code per part"
         raise UserError(_invalid(
             source, "train.model.num_codebooks", model["num_codebooks"],
-            "must be 1 with train.model.quantizer: residual (it has train.model.num_quantizers codes per frame)",
+            f"must be 1 with train.model.quantizer: {model['quantizer']} (it has {codes} per frame)",
+        ))
+    if model["quantizer"] == "parts" and model["static_dims"] >= len(model["part_levels"]["body"]):
+        raise UserError(_invalid(
+            source, "train.model.static_dims", model["static_dims"],
+            f"must be below len(train.model.part_levels.body) = {len(model['part_levels']['body'])} with "
+            "train.model.quantizer: parts (the body's last dimensions carry the static channel)",
         ))
     codes = "num_quantizers" if model["quantizer"] == "residual" else "num_codebooks"
     code_dims = model[codes] * len(model["levels"])
-    if model["static_dims"] >= code_dims:
+    if model["quantizer"] != "parts" and model["static_dims"] >= code_dims:
         raise UserError(_invalid(
             source, "train.model.static_dims", model["static_dims"],
             f"must be below {codes} x len(levels) = {code_dims} (0 = off)",
@@ -244,6 +251,7 @@ class ModelConfig:
     num_quantizers: int
     quantize_dropout: float
     static_dims: int
+    part_levels: dict[str, list[int]]
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,19 @@ import pytest
 import torch
 from vector_quantize_pytorch import FSQ
 
+import sign_vq
 from conftest import EXAMPLES
 from fixtures_model import SMALL, small_model
-from sign_vq.config import Config, typed, validate
+from sign_vq.config import Config, train_config, typed, validate
 from sign_vq.dataset.archive import build_archive
 from sign_vq.dataset.normalize import normalize_shard
 from sign_vq.errors import UserError
 from sign_vq.formats.posezip import PoseZip
 from sign_vq.formats.statistics import merge_shards, write_stats
-from sign_vq.model.checkpoint import load_model
+from sign_vq.model.checkpoint import build_model, load_model
 from sign_vq.model.codes import reconstruct_array
 from sign_vq.model.network import INPUT_LIMIT, PoseFSQAutoencoder
+from sign_vq.model.parts import PART_GROUPS
 from sign_vq.training.trainer import train
 
 
@@ -140,6 +142,78 @@ def test_residual_quantizer_dropout_keeps_the_first_codes_of_a_training_batch():
     assert (model.eval()._quantize(torch.randn(2, 6, 16))[1] >= 0).all()
 
 
+def parts_model(max_frames: int = 128, **model: object) -> PoseFSQAutoencoder:
+    torch.manual_seed(0)
+    config = train_config({"max_frames": max_frames, "model": {**SMALL, "quantizer": "parts", **model}})
+    return PoseFSQAutoencoder(config.model, config.max_frames).eval()
+
+
+def test_parts_have_one_code_each_in_its_own_range_and_their_bits_add_up():
+    model = parts_model(part_levels={"hands": [8, 5], "face": [4, 3], "body": [3, 3, 3]})
+    poses, observed = torch.randn(2, 10, 178, 3) * 0.3, torch.rand(2, 10, 178) > 0.2
+    recon, codes = model(poses, observed)
+    assert codes.shape == (2, 10, 3) and model.codes_per_frame == 3 and model.codebook_size == 40 + 12 + 27
+    assert model.bits_per_frame == pytest.approx(np.log2(40) + np.log2(12) + np.log2(27))
+    for part, (low, high) in enumerate([(0, 40), (40, 52), (52, 79)]):  # hands, face, body
+        assert low <= int(codes[..., part].min()) and int(codes[..., part].max()) < high
+    assert torch.equal(model.encode(poses, observed), codes)
+    assert torch.allclose(model.decode(codes), recon, atol=1e-5)
+    wrong = codes.clone()
+    wrong[0, 0, 0] = 45  # a face code in the hands' place
+    with pytest.raises(UserError, match="outside its part's range; .*hands 0..39, face 40..51, body 52..78"):
+        model.decode(wrong)
+
+
+def test_a_parts_model_codes_and_decodes_a_pose_in_padded_windows():
+    model = parts_model(max_frames=16)  # the example has more frames: windows, the last one padded
+    pose_file = sorted((EXAMPLES / "lexicon").glob("*.pose"))[0]
+    codes = sign_vq.encode(model, pose_file)
+    assert codes.shape[1] == 3 and len(codes) > 16 and model.quantizer.in_range(torch.as_tensor(codes))
+    assert sign_vq.decode(model, codes, fps=25).body.data.shape[0] == len(codes)
+
+
+def test_a_parts_code_sees_only_its_own_points():
+    model = parts_model(static_dims=0)
+    poses, observed = torch.randn(1, 10, 178, 3) * 0.3, torch.ones(1, 10, 178, dtype=torch.bool)
+    padding = torch.zeros(1, 10, dtype=torch.bool)
+    dims = np.cumsum([0] + model.quantizer.dims)  # the latent's slices: hands, face, body
+    latent = model._motion_latent(model._standardized(poses, observed), observed.float(), padding)
+    for part, (name, points) in enumerate(PART_GROUPS.items()):
+        moved = poses.clone()
+        moved[:, :, points] += 0.5
+        other = model._motion_latent(model._standardized(moved, observed), observed.float(), padding)
+        own = torch.zeros(latent.shape[-1], dtype=torch.bool)
+        own[dims[part]:dims[part + 1]] = True
+        assert not torch.allclose(other[..., own], latent[..., own]), name
+        assert torch.equal(other[..., ~own], latent[..., ~own]), name
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_parts_quantize_in_float32_under_bf16_autocast(autocast):
+    model = parts_model()
+    latent = torch.randn(3, 50, 5) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        quantized, codes = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
+        back = model._from_codes(codes)
+    assert quantized.dtype == torch.float32 and back.dtype == torch.float32 and torch.equal(back, quantized)
+    expected = model._quantize(latent.bfloat16().float() if autocast else latent)
+    assert torch.equal(quantized, expected[0]) and torch.equal(codes, expected[1])
+    assert model.quantizer.in_range(codes) and len(codes.unique()) > 0.6 * model.codebook_size
+
+
+def test_a_parts_model_rebuilds_from_its_config_and_refuses_what_it_cannot_hold():
+    model = parts_model(part_levels={"hands": [8, 5], "face": [4], "body": [3, 3, 3]})
+    saved = {"model": {**SMALL, "quantizer": "parts", "part_levels": {"hands": [8, 5], "face": [4], "body": [3, 3, 3]}}}
+    rebuilt = build_model(Path("model.ckpt"), train_config(saved), model.state_dict())
+    poses, observed = torch.randn(1, 6, 178, 3) * 0.3, torch.ones(1, 6, 178, dtype=torch.bool)
+    assert torch.equal(rebuilt.encode(poses, observed), model.encode(poses, observed))
+    message = str(refused({"train": {"model": {"quantizer": "parts", "num_codebooks": 2}}}))
+    assert "must be 1 with train.model.quantizer: parts" in message
+    message = str(refused({"train": {"model": {"quantizer": "parts", "static_dims": 3}}}))
+    assert "train.model.static_dims = 3" in message and "below len(train.model.part_levels.body) = 3" in message
+    assert "part_levels.face" in str(refused({"train": {"model": {"part_levels": {"face": [2]}}}}))
+
+
 def test_a_far_outlier_reaches_the_encoder_only_as_far_as_the_input_limit():
     """A tracking glitch 1,000 standard deviations off codes like one at the limit: the rest of its window is spared."""
     torch.manual_seed(0)
@@ -173,7 +247,8 @@ def test_without_quantizer_the_latents_stay_continuous_and_there_are_no_codes():
         validate({"train": {"model": {"quantizer": "vq"}}})
 
 
-@pytest.mark.parametrize(("quantizer", "num_codebooks"), [("fsq", 2), ("fsq", 4), ("residual", 1), ("none", 1)])
+@pytest.mark.parametrize(("quantizer", "num_codebooks"),
+                         [("fsq", 2), ("fsq", 4), ("residual", 1), ("parts", 1), ("none", 1)])
 def test_variants_train_and_reconstruct(dataset, tmp_path, quantizer, num_codebooks):
     steps = 40
     config = typed(Config, validate({"train": {
@@ -189,7 +264,7 @@ def test_variants_train_and_reconstruct(dataset, tmp_path, quantizer, num_codebo
     mask = np.ma.getmaskarray(pose).any(-1)
     recon, codes = reconstruct_array(model, np.ma.filled(pose.astype(np.float32), 0.0), mask)
     assert recon.shape == pose.shape and np.isfinite(recon).all()
-    per_frame = {"fsq": num_codebooks, "residual": 4, "none": 0}[quantizer]  # residual: num_quantizers' default
+    per_frame = {"fsq": num_codebooks, "residual": 4, "parts": 3, "none": 0}[quantizer]  # residual: its default 4
     assert codes.shape == (len(pose), per_frame) and model.codes_per_frame == per_frame
     losses = (tmp_path / "model" / "metrics.csv").read_text().splitlines()
     assert len(losses) > 1

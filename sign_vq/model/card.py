@@ -80,9 +80,10 @@ tags: [sign-language, pose, tokenizer, fsq, mediapipe-holistic]
 
 Compresses sign-language poses (MediaPipe Holistic, reduced to 178 points and shoulder-normalized) into discrete
 codes and back: {per_code} per frame, **{model.bits_per_frame:.2f} bits per frame**
-(FSQ levels {list(model.levels)}, {model.static_dims} static dimension(s)). Poses longer than {model.max_frames}
-frames are coded in equal windows. Model: transformer encoder and decoder, d_model {train.model.d_model},
-{train.model.encoder_layers} + {train.model.decoder_layers} layers, trained {train.max_steps} steps.
+(FSQ levels {model.part_levels or list(model.levels)}, {model.static_dims} static dimension(s)).
+Poses longer than {model.max_frames} frames are coded in equal windows. Model: transformer encoder and decoder,
+d_model {train.model.d_model}, {train.model.encoder_layers} + {train.model.decoder_layers} layers, trained
+{train.max_steps} steps.
 Written by sign-vq {__version__}.
 
 ## Data

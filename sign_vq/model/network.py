@@ -2,7 +2,9 @@
 
 The quantizer is a product of FSQ codebooks (``fsq``: each code quantizes its own chunk of the latent), a residual
 FSQ (``residual``, :class:`~.quantizers.ResidualQuantizer`: each code quantizes what the codes before it left, so
-the first k of them decode on their own), or none (the unquantized upper bound).
+the first k of them decode on their own), one FSQ codebook per body part (``parts``, :class:`~.parts.PartQuantizer`:
+hands, face and body each encoded from their own points, with their own levels), or none (the unquantized upper
+bound).
 
 Poses enter and leave in shoulder-normalized units (frames x 178 x 3, as written by `normalize`). The dataset
 mean/std are buffers of the model, so a checkpoint alone is enough for inference.
@@ -19,6 +21,7 @@ from vector_quantize_pytorch import FSQ
 
 from sign_vq.config import ModelConfig
 from sign_vq.errors import UserError
+from sign_vq.model.parts import PART_GROUPS, PartQuantizer, PartStreams
 from sign_vq.model.quantizers import ResidualQuantizer
 from sign_vq.poses import skeleton
 
@@ -47,6 +50,14 @@ def _transformer(d_model: int, heads: int, layers: int, ff_mult: int, dropout: f
     return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
 
 
+def code_dims(config: ModelConfig) -> int:
+    """Latent dimensions a frame's codes quantize: every codebook's, residual quantizer's (each as wide as a codebook:
+    the product's size at the same bits) or part's levels."""
+    if config.quantizer == "parts":
+        return sum(len(levels) for levels in config.part_levels.values())
+    return (config.num_quantizers if config.quantizer == "residual" else config.num_codebooks) * len(config.levels)
+
+
 def _no_padding(batch: torch.Tensor) -> torch.Tensor:
     """A B x T padding mask with no padded frame, for a batch shaped B x T x ..."""
     return torch.zeros(batch.shape[:2], dtype=torch.bool, device=batch.device)
@@ -67,6 +78,11 @@ class PoseFSQAutoencoder(nn.Module):
 
     ``quantizer="residual"`` (:class:`ResidualQuantizer`) has ``num_quantizers`` codes per frame; ``forward`` and
     ``encode`` keep the first ``quantizers`` of them when asked, and ``decode`` takes any first k.
+
+    ``quantizer="parts"`` (:class:`~.parts.PartQuantizer`, :class:`~.parts.PartStreams`) has one code per part of
+    :data:`~.parts.PART_GROUPS` (hands, face, body), each of its own ``part_levels``; the encoder (its weights shared)
+    runs once per part on that part's points, the decoder reads all codes. The static channel, when on, sends the
+    whole window's mean pose through the body's last ``static_dims`` dimensions.
     """
 
     def __init__(
@@ -85,31 +101,44 @@ class PoseFSQAutoencoder(nn.Module):
         self.levels = list(config.levels)
         self.num_codebooks = config.num_codebooks
         self.max_frames = max_frames  # the window length it was trained on (inference cuts longer poses)
-        # a residual latent is as wide as num_quantizers codebooks: the same size as the product at the same bits
-        code_dims = (config.num_quantizers if config.quantizer == "residual" else config.num_codebooks) * len(config.levels)
-        self.codebook_size = int(np.prod(self.levels)) if config.quantizer != "none" else 0
-        # codes a frame carries: one per codebook, or one per residual quantizer (the first k of them decode alone)
-        self.codes_per_frame = {"fsq": config.num_codebooks, "residual": config.num_quantizers, "none": 0}[config.quantizer]
-        self.latent_bits = 32 * code_dims if config.quantizer == "none" else 0  # float32 latents
+        # part -> levels, in the latent's order (hands, face, body)
+        parts = {name: list(config.part_levels[name]) for name in PART_GROUPS} if config.quantizer == "parts" else None
+        self.part_levels, dims = parts, code_dims(config)
+        # codes a frame carries: one per codebook, one per residual quantizer (the first k of them decode alone), or
+        # one per part
+        self.codes_per_frame = {"fsq": config.num_codebooks, "residual": config.num_quantizers,
+                                "parts": len(PART_GROUPS), "none": 0}[config.quantizer]
+        self.latent_bits = 32 * dims if config.quantizer == "none" else 0  # float32 latents
         self.static_dims = config.static_dims
-        # input per frame: standardized values (0 where missing) and the observed flag of each point
-        self.embed = nn.Linear(FEATURES + skeleton.NUM_POINTS, config.d_model)
+        self.embed = self._embedding(config)
         self.encoder = _transformer(config.d_model, config.heads, config.encoder_layers, config.ff_mult, config.dropout)
-        self.to_codes = nn.Linear(config.d_model, code_dims - config.static_dims)
+        self.to_codes = nn.Linear(config.d_model, dims - config.static_dims)
         # projections are ours (to_codes/from_codes): FSQ's input is the code dimensions themselves (a residual
         # quantizer adds one pair per quantizer)
         self.quantizer = {
             "fsq": lambda: FSQ(self.levels, num_codebooks=config.num_codebooks, keep_num_codebooks_dim=True),
-            "residual": lambda: ResidualQuantizer(self.levels, config.num_quantizers, code_dims, config.quantize_dropout),
+            "residual": lambda: ResidualQuantizer(self.levels, config.num_quantizers, dims, config.quantize_dropout),
+            "parts": lambda: PartQuantizer(parts),
             "none": lambda: None,
         }[config.quantizer]()
-        self.from_codes = nn.Linear(code_dims - config.static_dims, config.d_model)
+        self.codebook_size = (self.quantizer.codebook_size if parts
+                              else 0 if self.quantizer is None else math.prod(self.levels))
+        self.from_codes = nn.Linear(dims - config.static_dims, config.d_model)
         if config.static_dims:
             self.static_in = nn.Parameter(torch.randn(max_frames, config.static_dims, FEATURES) / math.sqrt(FEATURES))
             self.static_out = nn.Parameter(torch.zeros(max_frames, config.static_dims, FEATURES))
             self.from_static = nn.Linear(FEATURES, config.d_model)
         self.decoder = _transformer(config.d_model, config.heads, config.decoder_layers, config.ff_mult, config.dropout)
         self.head = nn.Sequential(nn.LayerNorm(config.d_model), nn.Linear(config.d_model, FEATURES))
+
+    def _embedding(self, config: ModelConfig) -> nn.Module:
+        """The encoder's input per frame: standardized values (0 where missing) and the observed flag of each point;
+        under parts one stream per part, each with its own motion dimensions (the body's last static_dims are the
+        static channel's)."""
+        if self.part_levels is None:
+            return nn.Linear(FEATURES + skeleton.NUM_POINTS, config.d_model)
+        motion = [len(levels) - config.static_dims * (name == "body") for name, levels in self.part_levels.items()]
+        return PartStreams(list(PART_GROUPS.values()), motion, config.d_model)
 
     def part_scales(self) -> torch.Tensor:
         """Per part, the root mean dataset variance of its x/y values: the unit of the relative loss (4,)."""
@@ -119,6 +148,8 @@ class PoseFSQAutoencoder(nn.Module):
     @property
     def bits_per_frame(self) -> float:
         """Bits of a frame's codes (float32 latents without a quantizer)."""
+        if isinstance(self.quantizer, PartQuantizer):
+            return self.quantizer.bits
         return self.latent_bits or self.codes_per_frame * math.log2(self.codebook_size)
 
     def decodes(self, count: int) -> bool:
@@ -163,14 +194,23 @@ class PoseFSQAutoencoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized latents (B x T x code dims, in FSQ's units) and their codes (B x T x codes_per_frame)."""
         standardized = self._standardized(poses, observed)
-        hidden = self._positions(self.embed(torch.cat([standardized, observed.to(poses.dtype)], dim=-1)))
-        latent = self.to_codes(self.encoder(hidden, src_key_padding_mask=padding)).float()
+        latent = self._motion_latent(standardized, observed.to(poses.dtype), padding)
         if self.static_dims:
             weight = (observed & ~padding[..., None]).repeat_interleave(skeleton.DIMS, -1).float()
             static = (standardized.float() * weight).sum(1) / weight.sum(1).clamp_min(1)  # the window's mean pose
             table = self._per_frame(self.static_in, poses.shape[1]).float()
             latent = torch.cat([latent, torch.einsum("tkf,bf->btk", table, static)], dim=-1)
         return self._quantize(latent)
+
+    def _motion_latent(self, standardized: torch.Tensor, flags: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The latent's motion dimensions (B x T x code dims - static_dims, float32): the encoder over whole frames, or
+        (:class:`PartStreams`) over each part's own points, each part keeping its own dimensions."""
+        if not isinstance(self.embed, PartStreams):
+            hidden = self._positions(self.embed(torch.cat([standardized, flags], dim=-1)))
+            return self.to_codes(self.encoder(hidden, src_key_padding_mask=padding)).float()
+        hidden = self._positions(self.embed(standardized, flags))
+        streams = self.encoder(hidden, src_key_padding_mask=padding.repeat(len(self.embed.parts), 1))
+        return self.embed.own_dims(self.to_codes(streams).float())
 
     def _quantize(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantized latents (B x T x code dims) and their codes (B x T x codes_per_frame, int64) of latents
@@ -180,7 +220,7 @@ class PoseFSQAutoencoder(nn.Module):
         if self.quantizer is None:
             return torch.tanh(latent), latent.new_zeros(latent.shape[:-1] + (0,), dtype=torch.long)
         with torch.autocast(device_type=latent.device.type, enabled=False):
-            if isinstance(self.quantizer, ResidualQuantizer):
+            if isinstance(self.quantizer, (ResidualQuantizer, PartQuantizer)):
                 return self.quantizer(latent)
             quantized = self.quantizer.quantize(latent.unflatten(-1, (self.num_codebooks, len(self.levels))))
             return quantized.flatten(-2), self.quantizer.codes_to_indices(quantized).long()
@@ -188,7 +228,7 @@ class PoseFSQAutoencoder(nn.Module):
     def _from_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Quantized latents (B x T x code dims) of codes (B x T x k; a residual model's first k codes)."""
         with torch.autocast(device_type=codes.device.type, enabled=False):
-            if isinstance(self.quantizer, ResidualQuantizer):
+            if isinstance(self.quantizer, (ResidualQuantizer, PartQuantizer)):
                 return self.quantizer.decode(codes.long())
             return self.quantizer.indices_to_codes(codes.long()).float()
 
@@ -261,6 +301,10 @@ class PoseFSQAutoencoder(nn.Module):
                 f"this model's codes are 0..{self.codebook_size - 1}"
             )
         padding = _no_padding(codes) if padding is None else padding
+        if isinstance(self.quantizer, PartQuantizer) and not self.quantizer.in_range(codes[~padding]):
+            ranges = ", ".join(f"{name} {o}..{o + n - 1}" for name, o, n in
+                               zip(PART_GROUPS, self.quantizer.offsets, self.quantizer.sizes))
+            raise UserError(f"a code lies outside its part's range; this model's codes per frame are: {ranges}")
         return self._decode(self._from_codes(codes), padding)
 
 
