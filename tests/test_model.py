@@ -109,18 +109,22 @@ def refused(config: dict) -> UserError:
     return error.value
 
 
-@pytest.mark.parametrize("autocast", [False, True])
-def test_residual_codes_stay_in_range_in_float32_under_bf16_autocast(autocast):
-    model = residual_model()
-    latent = torch.randn(3, 50, 16) * 3
+def quantized_under(model: PoseFSQAutoencoder, latent: torch.Tensor, autocast: bool) -> tuple:
+    """The quantized latent, codes and decoded codes of ``latent`` (bf16 autocast or not; float32 asserted), and the
+    (quantized, codes) float32 rounding gives for the same (bf16-rounded) latent."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         quantized, codes = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
         back = model._from_codes(codes)
     assert quantized.dtype == torch.float32 and back.dtype == torch.float32
+    return quantized, codes, back, model._quantize(latent.bfloat16().float() if autocast else latent)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_residual_codes_stay_in_range_in_float32_under_bf16_autocast(autocast):
+    quantized, codes, back, expected = quantized_under(residual_model(), torch.randn(3, 50, 16) * 3, autocast)
     assert codes.shape == (3, 50, 4) and 0 <= int(codes.min()) <= int(codes.max()) < 1000
     assert torch.allclose(back, quantized, atol=1e-6)
-    expected, _ = model._quantize(latent.bfloat16().float() if autocast else latent)  # what float32 rounding gives
-    assert torch.equal(quantized, expected)
+    assert torch.equal(quantized, expected[0])
 
 
 def test_residual_quantizer_dropout_keeps_the_first_codes_of_a_training_batch():
@@ -191,12 +195,8 @@ def test_a_parts_code_sees_only_its_own_points():
 @pytest.mark.parametrize("autocast", [False, True])
 def test_parts_quantize_in_float32_under_bf16_autocast(autocast):
     model = parts_model()
-    latent = torch.randn(3, 50, 5) * 3
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        quantized, codes = model._quantize(latent.to(torch.bfloat16) if autocast else latent)
-        back = model._from_codes(codes)
-    assert quantized.dtype == torch.float32 and back.dtype == torch.float32 and torch.equal(back, quantized)
-    expected = model._quantize(latent.bfloat16().float() if autocast else latent)
+    quantized, codes, back, expected = quantized_under(model, torch.randn(3, 50, 5) * 3, autocast)
+    assert torch.equal(back, quantized)
     assert torch.equal(quantized, expected[0]) and torch.equal(codes, expected[1])
     assert model.quantizer.in_range(codes) and len(codes.unique()) > 0.6 * model.codebook_size
 
