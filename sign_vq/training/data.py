@@ -23,15 +23,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sign_vq.config import AugmentConfig, TrainConfig
 from sign_vq.formats.posezip import Entries, PoseZip
 from sign_vq.model import windows
+from sign_vq.poses.skeleton import values_and_mask
 
 log = logging.getLogger(__name__)
 
 
 def pose_tensors(pose: np.ma.MaskedArray) -> dict[str, torch.Tensor]:
     """A masked pose (T x 178 x 3) as float32 values (0 where missing) and the observed flags (T x 178)."""
-    observed = ~np.ma.getmaskarray(pose).any(axis=-1)
-    values = np.ma.filled(pose.astype(np.float32), 0.0)
-    return {"poses": torch.from_numpy(values), "observed": torch.from_numpy(observed)}
+    values, missing = values_and_mask(pose)
+    return {"poses": torch.from_numpy(values), "observed": torch.from_numpy(~missing)}
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
