@@ -113,7 +113,7 @@ def run_logged(run: Callable[[], int | None], verbose: bool) -> int:
 
 
 def run_module(stage: str) -> None:
-    """Entry for `python -m sign_vq.<module>`: the same as `sign-vq <stage> ...`."""
+    """Entry for `python -m sign_vq.stages.<module>`: the same as `sign-vq <stage> ...`."""
     sys.exit(main([stage, *sys.argv[1:]]))
 
 
