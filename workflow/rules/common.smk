@@ -22,7 +22,12 @@ sys.path.insert(0, REPO)
 from sign_vq.config import validate as validate_sign_vq_config
 from sign_vq.errors import UserError
 from sign_vq.fileio import atomic_open
-from sign_vq.formats.shards import content_name, list_entries, stage_local_lists, stage_text
+from sign_vq.formats.shards import (
+    content_name,
+    list_entries,
+    stage_local_lists,
+    stage_text,
+)
 
 # --- configuration -----------------------------------------------------------------------------------------------
 # sign_vq.config names the wrong key and its allowed values in one line; Snakemake's own check follows.
@@ -194,7 +199,9 @@ def report_rejected(table):
 def normalize_memory_mb(shard, files_from, attempt):
     """Memory of a normalize job, sized by the largest file its list records (each file is read whole), times the
     attempt; the files themselves are never stat'ed."""
-    from sign_vq.dataset.normalize import memory_mb  # imported when jobs are planned, not when the workflow is parsed
+    from sign_vq.dataset.normalize import (
+        memory_mb,
+    )  # imported when jobs are planned, not when the workflow is parsed
 
     if LOCAL_LISTS:
         return memory_mb([LOCAL_LISTS[shard].largest], attempt)
