@@ -26,11 +26,15 @@ demo: setup
 lint: setup  # ruff, configured in pyproject.toml ([tool.ruff])
 	$(BIN)/ruff check
 
+# Two pytest-xdist workers: most slow tests wait on subprocesses (pip, Snakemake, Slurm, DDP), so two overlap well on
+# 2 cores; tests sharing a module fixture or the local Slurm stay on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(BIN)/python -m pytest -x -q -rs --durations=15
+	$(BIN)/python -m pytest -x -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
-	$(BIN)/python -m pytest -x -q -rs -m "not slow"
+	$(BIN)/python -m pytest -x -q -rs -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(BIN)/python -m benchmarks

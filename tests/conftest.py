@@ -49,6 +49,17 @@ STRICT_SKIPS_ENV = "SIGN_VQ_STRICT_SKIPS"  # set to 1: any other skip fails the 
 _skipped: list[tuple[str, str]] = []
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items) -> None:
+    """`make test` runs on two pytest-xdist workers (``-n 2 --dist loadgroup``): each worker has its own module
+    fixtures, so the tests sharing one stay together (one build, and in the order of the file where they change
+    it); the end-to-end runs on the local Slurm take turns on its 4 CPU slots (`xdist_group("slurm")`)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def pytest_runtest_logreport(report) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

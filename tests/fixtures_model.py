@@ -6,6 +6,8 @@ whichever module asks first; ``make_checkpoint`` writes untrained checkpoints of
 
 from __future__ import annotations
 
+import fcntl
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,10 @@ class Trained:
     seconds: float
 
 
+def trained_in(folder: Path, seconds: float = 0.0) -> Trained:
+    """Where `train_examples` writes into ``folder``."""
+    files = sorted(EXAMPLES.rglob("*.pose"))
+    return Trained(folder / "model", folder / "archive.zip", folder / "shard.zip", folder / "stats.json", files, seconds)
 
 
 def train_examples(folder: Path) -> Trained:
@@ -66,13 +72,27 @@ def train_examples(folder: Path) -> Trained:
     code = main(["train", "--config", str(config), "--archive", str(archive), "--stats", str(stats),
                  "--output", str(folder / "model")])
     assert code == 0
-    return Trained(folder / "model", archive, shard, stats, files, time.perf_counter() - start)
+    return trained_in(folder, time.perf_counter() - start)
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Trained:
-    """The small model trained on the examples (once per session; registered by conftest's ``pytest_plugins``)."""
-    return train_examples(tmp_path_factory.mktemp("trained"))
+def trained(request, tmp_path_factory) -> Trained:
+    """The small model trained on the examples (once per session; registered by conftest's ``pytest_plugins``).
+
+    Under pytest-xdist the workers share one: the first to ask trains it in the session's common temporary folder
+    while the others wait on a lock, then read where it lies."""
+    if not hasattr(request.config, "workerinput"):  # a plain pytest run
+        return train_examples(tmp_path_factory.mktemp("trained"))
+    folder = tmp_path_factory.getbasetemp().parent / "trained"  # the parent is the same for every worker
+    done = folder / "trained.json"
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            result = train_examples(folder)
+            done.write_text(json.dumps({"seconds": result.seconds}))
+            return result
+    return trained_in(folder, json.loads(done.read_text())["seconds"])
 
 
 def small_model(mean: torch.Tensor | None = None, std: torch.Tensor | None = None, max_frames: int = 128,
