@@ -1,5 +1,5 @@
 """Inference with a trained model: `sign-vq encode | decode | reconstruct | repair`, and the same as a Python API
-(:func:`encode`, :func:`decode`; ``sign_vq.load/encode/decode``).
+(:func:`sign_vq.api.encode`, :func:`sign_vq.api.decode`; ``sign_vq.load/encode/decode``).
 
 - ``encode``: codes of ``.pose`` files, folders, shards and archives: one codes corpus (``--output FILE.csv``, a row
   per pose, see :mod:`sign_vq.formats.corpus`) or one ``.npy`` per pose (integer codes, frames x codes per frame). A
@@ -13,15 +13,15 @@
   to the input's own coordinates (its shoulder centre and width); every point has confidence 1.
 - ``repair``: the input's 178 reduced points as read (no wrist correction), observed points (finite confidence > 0)
   copied bit for bit with their confidence; only the missing points are filled from the reconstruction, with
-  confidence :data:`FILLED_CONFIDENCE`.
+  confidence :data:`sign_vq.api.FILLED_CONFIDENCE`.
 
-Only the first person of a multi-person file is used. Poses longer than the model's ``max_frames``
-are cut into equal windows of at most that many frames (a function of the frame count only, so
-``decode(encode(x))`` equals the windowed reconstruction); windows of several poses share a forward pass
-(:func:`windowed`). ``decode`` takes at most :data:`~sign_vq.formats.corpus.MAX_DECODE_FRAMES` frames at once. A folder
-input keeps its relative paths under the output folder; a bad input is reported (naming the file) and skipped, and
-the command then exits 2. Runs on CPU unless ``--device`` says otherwise; imports only the
-core dependencies (never Lightning, W&B or video libraries).
+Only the first person of a multi-person file is used. Poses longer than the model's ``max_frames`` are cut into
+equal windows of at most that many frames (a function of the frame count only, so ``decode(encode(x))`` equals the
+windowed reconstruction); windows of several poses share a forward pass (:func:`sign_vq.model.windows.windowed`).
+``decode`` takes at most :data:`~sign_vq.formats.corpus.MAX_DECODE_FRAMES` frames at once. A folder input keeps its
+relative paths under the output folder; a bad input is reported (naming the file) and skipped, and the command then
+exits 2. Runs on CPU unless ``--device`` says otherwise; imports only the core dependencies (never Lightning, W&B or
+video libraries). The work itself is :mod:`sign_vq.batch`.
 """
 
 from __future__ import annotations

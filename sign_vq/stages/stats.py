@@ -2,7 +2,7 @@
 
 `sign-vq stats --output STATS SHARD...` merges the statistics stored in normalize shards into the dataset
 mean/std (a JSON file) that training standardizes with and saves into the model. It reads only each shard's
-metadata, never its pose index. Statistics are validated when merged and when loaded (:func:`check`).
+metadata, never its pose index. Statistics are validated when merged and when loaded (:func:`sign_vq.formats.statistics.check`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ removed from the bucket are kept (listed in `removed.tsv`) or deleted with `--de
 escape the mirror or clash with another object are refused and reported. `LISTS/shard-NNN.txt` list the
 mirrored `.pose` files by a stable hash of their name, and `LISTS/sync-summary.json` reports the run.
 
-One run: list the bucket (:func:`read_listing`) → compare it with the manifests (:func:`plan`, pure) → the
-download pool (:func:`download`) → objects removed from the bucket (:func:`handle_removed`) → shard lists → a
-:class:`Summary` that writes and logs itself. (A local folder needs no sync: the workflow lists it itself.)
+One run is :func:`sign_vq.mirror.sync.sync_bucket` (its steps: :mod:`sign_vq.mirror`). A local folder needs no
+sync: the workflow lists it itself.
 
 Exit status: 0 when every object is mirrored, 1 when downloads still fail after the retries (everything else is
 written first, and the failed names are logged and in the summary), 2 for usage, credential or bucket errors.
