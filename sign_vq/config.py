@@ -235,8 +235,6 @@ def _schedule() -> Any:
     return dataclasses.field(metadata={"schedule": True})
 
 
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     d_model: int

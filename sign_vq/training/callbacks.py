@@ -177,9 +177,6 @@ class StopAtStep(Callback):
         os.killpg(os.getpgid(0), self.signal)
 
 
-log = logging.getLogger(__name__)
-
-
 class RenderCallback(Callback):
     """Every ``every_n_steps`` training steps (rank zero only): render into ``output/step-<N>/`` and log it.
 
