@@ -27,14 +27,15 @@ lint: setup  # ruff, configured in pyproject.toml ([tool.ruff])
 	$(BIN)/ruff check
 
 # Two pytest-xdist workers: most slow tests wait on subprocesses (pip, Snakemake, Slurm, DDP), so two overlap well on
-# 2 cores; tests sharing a module fixture or the local Slurm stay on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
+# 2 cores; tests sharing a module fixture or the local Slurm stay on one worker, and the groups with the most slow tests
+# go first (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: setup lint
-	$(BIN)/python -m pytest -x -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -x -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: setup
-	$(BIN)/python -m pytest -x -q -rs -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -x -q -rs -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python -m benchmarks

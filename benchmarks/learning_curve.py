@@ -27,6 +27,7 @@ import torch
 
 from benchmarks import quality
 from sign_vq.config import Config
+from sign_vq.evaluation.names import metric_name
 from sign_vq.fileio import png_figure
 from sign_vq.training.trainer import train
 
@@ -85,7 +86,7 @@ def print_table(title: str, rows: list[dict]) -> None:
     print(quality.table_row("steps", ["train min"] + [quality.TITLES[p] for p in parts] + ["codes used"]))
     print(quality.table_row("---", ["---"] * (len(parts) + 2)))
     for r in rows:
-        ratios = [f"{r[f'ratio_{p}']:.2f}" for p in parts]
+        ratios = [f"{r[metric_name('ratio', p)]:.2f}" for p in parts]
         print(quality.table_row(f"{r['steps']:,}", [f"{r['train_minutes']:.1f}", *ratios,
                                                     f"{r['codebook_utilization']:.1%}"]))
 
@@ -95,7 +96,7 @@ def plot_panel(axes: Axes, rows: list[dict], title: str) -> None:
     steps = [r["steps"] for r in rows]
     for part in quality.PARTS:
         overall = part == "all"
-        axes.plot(steps, [r[f"ratio_{part}"] for r in rows], marker="o", label=quality.TITLES[part],
+        axes.plot(steps, [r[metric_name("ratio", part)] for r in rows], marker="o", label=quality.TITLES[part],
                   color="black" if overall else None, linewidth=2.5 if overall else 1.5)
     axes.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="still pose (its mean)")
     axes.set_xscale("log", base=2)

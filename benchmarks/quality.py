@@ -32,7 +32,8 @@ from benchmarks import DATA_HELP, corpus
 from sign_vq.config import Config, typed, validate
 from sign_vq.dataset.archive import build_archive
 from sign_vq.dataset.normalize import normalize_shard
-from sign_vq.evaluation.metrics import HANDS, ReconstructionMetrics
+from sign_vq.evaluation.metrics import ReconstructionMetrics
+from sign_vq.evaluation.names import HANDS, metric_name
 from sign_vq.evaluation.reconstruction import add_pose, evaluating, new_metrics, reconstructions
 from sign_vq.formats.posezip import PoseZip
 from sign_vq.formats.statistics import merge_shards, write_stats
@@ -186,7 +187,7 @@ def print_tables(results: dict[str, dict]) -> None:
         codes = "-" if name == "none" else f"{r['codebook_utilization']:.1%}"  # residual: its k codebooks pooled
         perplexity = "-" if name == "none" else f"{r['perplexity']:.0f}"
         bits = f"({r['bits_per_frame']:.0f}, float)" if name == "none" else f"{r['bits_per_frame']:.1f}"
-        print(table_row(labels[name], [f"{r[f'ratio_{p}']:.2f}" for p in PARTS]
+        print(table_row(labels[name], [f"{r[metric_name('ratio', p)]:.2f}" for p in PARTS]
                         + [codes, perplexity, bits, f"{r['train_minutes']:.1f}"]))
     for name, r in results.items():
         if r.get("part_codes"):
@@ -200,15 +201,15 @@ def print_tables(results: dict[str, dict]) -> None:
     print(table_row("variant", field))
     print(table_row("---", ["---"] * len(field)))
     for name, r in results.items():
-        values = [r[f"ratio_motion_{p}"] for p in PARTS] + [r[f"ratio_handshape_{h}"] for h in HANDS]
-        values += [r[f"ratio_dtw_{p}"] for p in PARTS] + [r[k] for k in ("ratio_dtwp", "ratio_ndtwp")]
+        values = [r[metric_name("ratio_motion", p)] for p in PARTS] + [r[metric_name("ratio_handshape", h)] for h in HANDS]
+        values += [r[metric_name("ratio_dtw", p)] for p in PARTS] + [r[metric_name("ratio", k)] for k in ("dtwp", "ndtwp")]
         values += [r["ratio_jitter"], r["ratio_accel"]]
         print(table_row(labels[name], [f"{v:.2f}" for v in values]))
     print("\npose-evaluation's DTWp (pixels) and nDTWp (shoulder widths), per pose, beside the trivial reference's\n")
     print(table_row("variant", ["DTWp", "DTWp reference", "nDTWp", "nDTWp reference"]))
     print(table_row("---", ["---"] * 4))
     for name, r in results.items():
-        values = [r["dtwp"], r["reference_dtwp"], r["ndtwp"], r["reference_ndtwp"]]
+        values = [r[k] for metric in ("dtwp", "ndtwp") for k in (metric, metric_name("reference", metric))]
         print(table_row(labels[name], [f"{v:.2f}" for v in values]))
     print("\nper held-out language, error / reference\n")
     languages = next(iter(results.values()))["languages"]
@@ -239,18 +240,19 @@ def check_targets(results: dict[str, dict]) -> list[str]:
     parts = list(skeleton.PARTS)
     for name in (n for n in TEN_BITS if n in results):
         r, bits = results[name], "10 bits" if name == "1" else label(name)
-        checks.append((f"{bits}: every part <= 1.0x", all(r[f"ratio_{p}"] <= 1.0 for p in parts)))
+        checks.append((f"{bits}: every part <= 1.0x", all(r[metric_name("ratio", p)] <= 1.0 for p in parts)))
         checks.append((f"{bits}: >= 60 % of the codes used", r["codebook_utilization"] >= 0.6))
-        checks.append((f"{bits}: hand motion <= 0.5x", all(r[f"ratio_motion_{h}"] <= 0.5 for h in HANDS)))
+        checks.append((f"{bits}: hand motion <= 0.5x", all(r[metric_name("ratio_motion", h)] <= 0.5 for h in HANDS)))
         checks.append((f"{bits}: mean acceleration <= 1.2x the original's", r["ratio_jitter"] <= 1.2))
     for name in (n for n in FORTY_BITS if n in results):
         r, bits = results[name], "40 bits" if name == "4" else label(name)
-        checks.append((f"{bits}: every part <= 0.5x", all(r[f"ratio_{p}"] <= 0.5 for p in parts)))
-        checks.append((f"{bits}: every part <= 0.6x", all(r[f"ratio_{p}"] <= 0.6 for p in parts)))
-        checks.append((f"{bits}: hand motion <= 0.4x", all(r[f"ratio_motion_{h}"] <= 0.4 for h in HANDS)))
+        checks.append((f"{bits}: every part <= 0.5x", all(r[metric_name("ratio", p)] <= 0.5 for p in parts)))
+        checks.append((f"{bits}: every part <= 0.6x", all(r[metric_name("ratio", p)] <= 0.6 for p in parts)))
+        checks.append((f"{bits}: hand motion <= 0.4x", all(r[metric_name("ratio_motion", h)] <= 0.4 for h in HANDS)))
     for k in ("1", "2", "4"):
         if k in results and f"residual@{k}" in results:
-            residual, product = results[f"residual@{k}"]["ratio_all"], results[k]["ratio_all"]
+            overall = metric_name("ratio", "all")
+            residual, product = results[f"residual@{k}"][overall], results[k][overall]
             checks.append((f"residual, first {k}: overall within 5 % of {label(k)} ({residual:.3f} vs {product:.3f})",
                            residual <= 1.05 * product))
     return [f"{'MET   ' if ok else 'MISSED'} {text}" for text, ok in checks]

@@ -29,6 +29,7 @@ import torch
 from benchmarks import DATA_HELP, corpus
 from benchmarks.quality import HELD_OUT, prepare
 from sign_vq.evaluation.metrics import ReconstructionMetrics
+from sign_vq.evaluation.names import metric_name
 from sign_vq.formats.posezip import PoseZip
 from sign_vq.poses import skeleton
 
@@ -51,7 +52,7 @@ def ratios(poses: list[np.ndarray], reconstruct) -> dict[str, float]:
         recon = torch.from_numpy(reconstruct(pose).astype(np.float32))[None]
         metrics.update(recon, target, torch.from_numpy(observed)[None])
     result = metrics.compute()
-    return {name: result[f"ratio_{name}"] for name in skeleton.PARTS}
+    return {part: result[metric_name("ratio", part)] for part in skeleton.PARTS}
 
 
 def kmeans(points: torch.Tensor, k: int, iterations: int = 25, seed: int = 0) -> torch.Tensor:

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.gpu import SECTIONS, flatten
 from conftest import REPO
 
@@ -22,6 +24,7 @@ NUMBERS = {
 }
 
 
+@pytest.mark.slow  # every section for real: ~40 s
 def test_the_quick_cpu_run_reports_every_section_with_its_figures(tmp_path):
     output = tmp_path / "gpu.json"
     command = [sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--quick", "--output", str(output)]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from sign_vq.evaluation import metrics as metrics_module
+from sign_vq.evaluation import names
 from sign_vq.evaluation.metrics import (
     FLOAT16_BITS_PER_FRAME,
     ReconstructionMetrics,
@@ -380,3 +383,43 @@ def test_summed_states_of_two_processes_give_the_metrics_of_both_batches():
     other = iter([value for value in vars(ranks[1]).values() if isinstance(value, torch.Tensor)])
     ranks[0].reduce(lambda value: value + next(other))  # the all-reduce of two ranks
     assert ranks[0].compute() == pytest.approx(together.compute(), nan_ok=True)
+
+
+@needs_dtw
+def test_every_metric_name_is_one_compute_writes_and_validation_logs_only_those():
+    target = moving_pose()
+    recon = target + 0.05
+    result = ReconstructionMetrics(codebook_size=4, bits_per_frame=2.0, dtw=True)
+    result.update(recon, target, all_observed(), scale=torch.tensor([100.0]), center=torch.zeros(1, 3))
+    computed = result.compute()
+    declared = names.metric_names(names.PART_KINDS, names.SCOPES) + names.metric_names(names.HAND_KINDS, names.HANDS)
+    declared += names.metric_names(("reference", "ratio"), names.POSE_METRICS)
+    assert set(declared) <= computed.keys()
+    assert set(names.VALIDATION) <= computed.keys()
+    assert names.metric_name("ratio_motion", "face") == "ratio_motion_face"
+    with pytest.raises(KeyError, match="'ratio_motion' of 'left_hand_shape'"):
+        names.metric_name("ratio_motion", "left_hand_shape")
+    with pytest.raises(KeyError):
+        names.metric_name("handshape", "body")
+
+
+def metric_names_built_by_hand(source: str) -> list[str]:
+    """f-strings that spell a metric's name (``f"ratio_{part}"``) instead of calling ``names.metric_name``."""
+    kinds = {*names.PART_KINDS, *names.HAND_KINDS}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.JoinedStr) and len(node.values) > 1:
+            first, second = node.values[:2]
+            if (isinstance(first, ast.Constant) and isinstance(second, ast.FormattedValue)
+                    and str(first.value).endswith("_") and str(first.value)[:-1] in kinds):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_metric_names_are_declared_once_in_the_names_module():
+    assert metric_names_built_by_hand("x = r[f'ratio_motion_{part}']\ny = f'{part}_ratio'\n") == [
+        "line 1: f'ratio_motion_{part}'"]
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{path.relative_to(root)}: {hit}" for folder in ("sign_vq", "benchmarks")
+             for path in sorted((root / folder).rglob("*.py")) for hit in metric_names_built_by_hand(path.read_text())]
+    assert found == [], "metric names spelled by hand (use sign_vq.evaluation.names.metric_name):\n" + "\n".join(found)

@@ -196,7 +196,8 @@ def test_the_demo_runs_on_slurm_with_train_on_the_gpu_partition(tmp_path):
 @pytest.mark.skipif(shutil.which("sinfo") is None, reason="no Slurm here (`sinfo` not found); CI starts one")
 def test_two_process_training_on_slurm_saves_on_the_warning_signal_and_the_retry_finishes(tmp_path, monkeypatch):
     """The profile's launch of multi-GPU training (srun, one task per device) on the local Slurm, with the signal
-    Slurm sends before a time limit (SIGTERM to every step of the job), sent by the training itself at step 12."""
+    Slurm sends before a time limit (SIGTERM to every step of the job), sent by the training itself at step 12. The
+    data is prepared on this machine first (the demo test above runs every stage on Slurm): only train goes there."""
     free = subprocess.run(["sinfo", "--noheader", "--partition=gpu", "--format=%c %G"], capture_output=True, text=True)
     cpus, gres = free.stdout.split()
     if int(cpus) < 4 or not re.search(r"gpu:([2-9]|\d\d)", gres):
@@ -205,9 +206,12 @@ def test_two_process_training_on_slurm_saves_on_the_warning_signal_and_the_retry
     train = {"devices": 2, "max_steps": 30, "checkpoint_every": 100, "val_every": 15}
     workdir = make_workdir(tmp_path / "run", {"train": train})
     profile = local_cluster_profile(tmp_path / "profile")
+    snakemake(workdir, "--until", "archive", "stats")
     monkeypatch.setenv("SIGN_VQ_STOP_AT_STEP", "12:scancel-term")  # jobs inherit the environment (--export=ALL)
     snakemake(workdir, "--until", "train", profile=profile)
-    (job,) = [job for job in slurm_jobs_in(workdir) if job["rule"] == "train"][-1:]
+    jobs = slurm_jobs_in(workdir)
+    assert [job["rule"] for job in jobs] == ["train"], "the prepared data is not made again on Slurm"
+    (job,) = jobs
     slurm_logs = "".join(p.read_text() for p in (workdir / ".snakemake" / "slurm_logs" / "rule_train").glob("*.log"))
     assert "exit status 3" in slurm_logs, "the first attempt stopped on the signal and Snakemake retried it"
     log = (workdir / "results" / "logs" / "train.log").read_text()

@@ -53,14 +53,13 @@ import numpy as np
 import torch
 
 from sign_vq.errors import UserError
+from sign_vq.evaluation.names import HANDS, SCOPES, metric_name
 from sign_vq.poses import skeleton
 
 FLOAT16_BITS_PER_FRAME = skeleton.NUM_POINTS * skeleton.DIMS * 16
-HANDS = ("left_hand", "right_hand")
-SCOPES = {**skeleton.PARTS, "all": slice(0, skeleton.NUM_POINTS)}  # the parts and every point ("overall")
 # Rows of the per-point sums: model error, trivial reference, motion error, DTW cost, observed frames, and in pixels.
 POINT_ROWS = ("error", "reference", "motion", "dtw", "count", "error_px", "reference_px", "count_px")
-_ROW = {name: i for i, name in enumerate(POINT_ROWS)}
+_ROW = {row: i for i, row in enumerate(POINT_ROWS)}
 HAND_POINTS = np.r_[skeleton.PARTS["left_hand"], skeleton.PARTS["right_hand"]]
 ELBOW = {"left": 2, "right": 3}
 DTWP_FILL, NDTWP_FILL = 10.0, 1.0  # pose-evaluation's fill values of missing points: pixels, shoulder widths
@@ -68,6 +67,7 @@ TRIM_MARGIN = 5  # frames kept before the first and after the last frame with a 
 DTW_CELLS = 2**22  # alignment cells computed at once (32 MiB of float64)
 # Per-pose sums with dtw=True: DTWp and nDTWp of the model and of the trivial reference, and the poses they count.
 POSE_ROWS = ("dtwp", "reference_dtwp", "ndtwp", "reference_ndtwp", "poses")
+
 
 
 def trivial_reference(poses: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -210,9 +210,9 @@ class ReconstructionMetrics:
     def reduce(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Replace every accumulated sum by ``reduce_sum`` of it (the sum over DDP ranks): afterwards :meth:`compute`
         gives the metrics of the whole split, as if one process had seen every batch."""
-        for name, value in list(vars(self).items()):
+        for attribute, value in list(vars(self).items()):
             if isinstance(value, torch.Tensor):
-                setattr(self, name, reduce_sum(value))
+                setattr(self, attribute, reduce_sum(value))
 
     def _add_points(self, row: str, per_point: torch.Tensor, observed: torch.Tensor) -> None:
         """Add a B x T x 178 quantity, summed over observed frames, to the per-point sums of ``row``."""
@@ -294,7 +294,7 @@ class ReconstructionMetrics:
 
     def part_sums(self, row: str = "error") -> dict[str, float]:
         """Per part (and ``all``), the accumulated ``row`` sum (one of POINT_ROWS): what one pose adds to a part."""
-        return {name: float(self.points[_ROW[row], points].sum()) for name, points in SCOPES.items()}
+        return {scope: float(self.points[_ROW[row], points].sum()) for scope, points in SCOPES.items()}
 
     def point_ratios(self, row: str = "error") -> np.ndarray:
         """Per point (178,), the ``row`` sum (error, motion or dtw) over the trivial reference's (NaN if unseen)."""
@@ -304,32 +304,30 @@ class ReconstructionMetrics:
 
     def _parts(self) -> dict[str, float]:
         result: dict[str, float] = {}
-        for name, points in SCOPES.items():
+        for scope, points in SCOPES.items():
             sums = dict(zip(POINT_ROWS, self.points[:, points].sum(1).tolist()))
             count = max(sums["count"], 1.0)
-            result[f"error_{name}"] = sums["error"] / count
-            result[f"reference_{name}"] = sums["reference"] / count
-            result[f"ratio_{name}"] = _ratio(sums["error"], sums["reference"])
-            result[f"motion_{name}"] = sums["motion"] / count
-            result[f"ratio_motion_{name}"] = _ratio(sums["motion"], sums["reference"])
+            values = {"error": sums["error"] / count, "reference": sums["reference"] / count, "motion": sums["motion"] / count,
+                      "ratio": _ratio(sums["error"], sums["reference"]),
+                      "ratio_motion": _ratio(sums["motion"], sums["reference"])}
             if self.dtw:
-                result[f"dtw_{name}"] = sums["dtw"] / count
-                result[f"ratio_dtw_{name}"] = _ratio(sums["dtw"], sums["reference"])
+                values.update(dtw=sums["dtw"] / count, ratio_dtw=_ratio(sums["dtw"], sums["reference"]))
             if sums["count_px"] > 0:
-                result[f"error_px_{name}"] = sums["error_px"] / sums["count_px"]
-                result[f"reference_px_{name}"] = sums["reference_px"] / sums["count_px"]
+                values.update(error_px=sums["error_px"] / sums["count_px"],
+                              reference_px=sums["reference_px"] / sums["count_px"])
+            result.update({metric_name(kind, scope): value for kind, value in values.items()})
         for (error, reference, count), hand in zip(self.hands.tolist(), HANDS):
-            result[f"handshape_{hand}"] = error / max(count, 1.0)
-            result[f"reference_handshape_{hand}"] = reference / max(count, 1.0)
-            result[f"ratio_handshape_{hand}"] = _ratio(error, reference)
+            values = {"handshape": error / max(count, 1.0), "reference_handshape": reference / max(count, 1.0),
+                      "ratio_handshape": _ratio(error, reference)}
+            result.update({metric_name(kind, hand): value for kind, value in values.items()})
         return result
 
     def compute(self) -> dict[str, float]:
         """Per-part errors and references, their ratios, MSE, jitter, codebook use, bits per frame, compression."""
         squared, reference_squared, values = self.squared.tolist()
         result: dict[str, float] = {"mse": squared / max(values, 1), "frames": float(self.frames)}
-        result["reference_mse"] = reference_squared / max(values, 1)
-        result["ratio_mse"] = _ratio(result["mse"], result["reference_mse"])
+        result[metric_name("reference", "mse")] = reference_squared / max(values, 1)
+        result[metric_name("ratio", "mse")] = _ratio(squared, reference_squared)
         result.update(self._parts())
         jitter, jitter_target, accel_error, count = self.jitter.tolist()
         result["jitter"] = jitter / max(count, 1)
@@ -339,10 +337,11 @@ class ReconstructionMetrics:
         result["ratio_accel"] = _ratio(result["accel_error"], result["jitter_target"])
         if self.dtw:
             sums = dict(zip(POSE_ROWS, self.pose_dtw.tolist()))
-            for name in ("dtwp", "ndtwp"):
-                result[name] = sums[name] / max(sums["poses"], 1.0)
-                result[f"reference_{name}"] = sums[f"reference_{name}"] / max(sums["poses"], 1.0)
-                result[f"ratio_{name}"] = _ratio(sums[name], sums[f"reference_{name}"])
+            for metric in ("dtwp", "ndtwp"):
+                reference = metric_name("reference", metric)
+                result[metric] = sums[metric] / max(sums["poses"], 1.0)
+                result[reference] = sums[reference] / max(sums["poses"], 1.0)
+                result[metric_name("ratio", metric)] = _ratio(sums[metric], sums[reference])
         result.update(codebook_stats(self.codes))
         result["bits_per_frame"] = self.bits_per_frame
         result["compression_ratio"] = FLOAT16_BITS_PER_FRAME / self.bits_per_frame
@@ -356,16 +355,13 @@ def metrics_table(result: dict[str, float], codebook_size: int) -> list[dict[str
     acceleration error, every code used
     (utilization 1, perplexity ``codebook_size``) for the codebook, float16 poses for bits per frame.
     """
-    rows = [("mse", result["mse"], result["reference_mse"])]
+    pairs = [("mse", metric_name("reference", "mse"))]
     for kind in ("error", "motion", "dtw", "error_px"):
         reference = "reference_px" if kind == "error_px" else "reference"
-        rows += [
-            (f"{kind}_{name}", result[f"{kind}_{name}"], result[f"{reference}_{name}"])
-            for name in skeleton.PARTS
-            if f"{kind}_{name}" in result
-        ]
-    rows += [(f"handshape_{h}", result[f"handshape_{h}"], result[f"reference_handshape_{h}"]) for h in HANDS]
-    rows += [(name, result[name], result[f"reference_{name}"]) for name in ("dtwp", "ndtwp") if name in result]
+        pairs += [(metric_name(kind, part), metric_name(reference, part)) for part in skeleton.PARTS]
+    pairs += [(metric_name("handshape", h), metric_name("reference_handshape", h)) for h in HANDS]
+    pairs += [(metric, metric_name("reference", metric)) for metric in ("dtwp", "ndtwp")]
+    rows = [(metric, result[metric], result[reference]) for metric, reference in pairs if metric in result]
     rows += [
         ("jitter", result["jitter"], result["jitter_target"]),
         ("accel_error", result["accel_error"], result["jitter_target"]),

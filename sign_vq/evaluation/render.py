@@ -17,6 +17,7 @@ from sign_vq.config import RenderConfig
 from sign_vq.errors import UserError
 from sign_vq.evaluation.charts import plot_metrics
 from sign_vq.evaluation.metrics import metrics_table
+from sign_vq.evaluation.names import metric_name
 from sign_vq.evaluation.reconstruction import Reconstruction, add_pose, evaluating, new_metrics, reconstructions
 from sign_vq.fileio import atomic_dir, atomic_open, write_json
 from sign_vq.formats.posezip import PoseZip
@@ -123,8 +124,8 @@ class Report:
         log.info(
             "%d %s poses: error body %.3f face %.3f hands %.3f/%.3f (reference ratio %.2f/%.2f/%.2f/%.2f), "
             "codebook use %.1f%%; %d videos in %s",
-            self.poses, self.split, *(result[f"error_{p}"] for p in skeleton.PARTS),
-            *(result[f"ratio_{p}"] for p in skeleton.PARTS), 100 * result["codebook_utilization"],
+            self.poses, self.split, *(result[metric_name("error", p)] for p in skeleton.PARTS),
+            *(result[metric_name("ratio", p)] for p in skeleton.PARTS), 100 * result["codebook_utilization"],
             len(self.videos), output / VIDEOS,
         )
 

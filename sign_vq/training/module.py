@@ -10,9 +10,9 @@ import torch
 
 from sign_vq.config import TrainConfig, as_dict
 from sign_vq.evaluation.metrics import ReconstructionMetrics
+from sign_vq.evaluation.names import VALIDATION
 from sign_vq.model.loss import part_weighted_mse
 from sign_vq.model.network import PoseFSQAutoencoder
-from sign_vq.poses.skeleton import PARTS
 
 
 class PoseVQModule(L.LightningModule):
@@ -73,10 +73,7 @@ class PoseVQModule(L.LightningModule):
         loss_sum, batches = self._sum_over_ranks(self.val_loss).tolist()
         metrics = self.val_metrics.compute()
         self.log("val/loss", loss_sum / max(batches, 1.0), prog_bar=True)
-        logged = ("codebook_utilization", "perplexity", "mse", "ratio_all", "ratio_motion_all", "ratio_jitter", "ratio_accel")
-        logged += tuple(f"{kind}_{part}" for part in PARTS for kind in ("error", "ratio", "ratio_motion"))
-        logged += tuple(f"ratio_handshape_{hand}" for hand in ("left_hand", "right_hand"))
-        for key in logged:
+        for key in VALIDATION:
             self.log(f"val/{key}", metrics[key])
 
     def configure_optimizers(self):
