@@ -17,8 +17,8 @@ def plot_metrics(result: dict[str, float], path: Path) -> None:
     parts = list(skeleton.PARTS)
     x = np.arange(len(parts))
     with png_figure(path, figsize=(6, 3.2)) as (_, axis):
-        axis.bar(x - 0.2, [result[metric_name("error", p)] for p in parts], 0.4, label="model")
-        axis.bar(x + 0.2, [result[metric_name("reference", p)] for p in parts], 0.4, label="trivial reference (pose mean)")
+        for shift, kind, label in ((-0.2, "error", "model"), (0.2, "reference", "trivial reference (pose mean)")):
+            axis.bar(x + shift, [result[metric_name(kind, p)] for p in parts], 0.4, label=label)
         axis.set_xticks(x, [p.replace("_", " ") for p in parts])
         axis.set(ylabel="mean L2 error (shoulder widths)", title="reconstruction error per part")
         axis.legend()

@@ -69,7 +69,6 @@ DTW_CELLS = 2**22  # alignment cells computed at once (32 MiB of float64)
 POSE_ROWS = ("dtwp", "reference_dtwp", "ndtwp", "reference_ndtwp", "poses")
 
 
-
 def trivial_reference(poses: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
     """Every frame predicted as the pose's own per-point mean over its observed frames (B x T x N x 3)."""
     weight = observed[..., None].to(poses.dtype)
@@ -307,8 +306,8 @@ class ReconstructionMetrics:
         for scope, points in SCOPES.items():
             sums = dict(zip(POINT_ROWS, self.points[:, points].sum(1).tolist()))
             count = max(sums["count"], 1.0)
-            values = {"error": sums["error"] / count, "reference": sums["reference"] / count, "motion": sums["motion"] / count,
-                      "ratio": _ratio(sums["error"], sums["reference"]),
+            values = {"error": sums["error"] / count, "reference": sums["reference"] / count,
+                      "ratio": _ratio(sums["error"], sums["reference"]), "motion": sums["motion"] / count,
                       "ratio_motion": _ratio(sums["motion"], sums["reference"])}
             if self.dtw:
                 values.update(dtw=sums["dtw"] / count, ratio_dtw=_ratio(sums["dtw"], sums["reference"]))
@@ -326,8 +325,8 @@ class ReconstructionMetrics:
         """Per-part errors and references, their ratios, MSE, jitter, codebook use, bits per frame, compression."""
         squared, reference_squared, values = self.squared.tolist()
         result: dict[str, float] = {"mse": squared / max(values, 1), "frames": float(self.frames)}
-        result[metric_name("reference", "mse")] = reference_squared / max(values, 1)
-        result[metric_name("ratio", "mse")] = _ratio(squared, reference_squared)
+        reference = result[metric_name("reference", "mse")] = reference_squared / max(values, 1)
+        result[metric_name("ratio", "mse")] = _ratio(result["mse"], reference)
         result.update(self._parts())
         jitter, jitter_target, accel_error, count = self.jitter.tolist()
         result["jitter"] = jitter / max(count, 1)

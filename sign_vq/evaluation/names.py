@@ -13,8 +13,8 @@ POSE_METRICS = ("mse", "dtwp", "ndtwp")  # whole-pose metrics that have a ``refe
 
 
 def metric_name(kind: str, scope: str) -> str:
-    """A metric's name: ``kind`` (PART_KINDS) of a part or ``all``, a hand's (HAND_KINDS), or the reference or ratio of a
-    whole-pose metric (``metric_name("ratio", "dtwp")``); a name this module never writes is a KeyError."""
+    """A metric's name: ``kind`` (PART_KINDS) of a part or ``all``, a hand's (HAND_KINDS), or the reference or ratio
+    of a whole-pose metric (``metric_name("ratio", "dtwp")``); a name the metrics never write is a KeyError."""
     if kind in HAND_KINDS:
         scopes: tuple[str, ...] = HANDS
     elif kind in ("reference", "ratio"):
@@ -34,6 +34,7 @@ def metric_names(kinds: tuple[str, ...], scopes) -> tuple[str, ...]:
 # What training validation logs (``val/<name>``).
 VALIDATION = (
     "codebook_utilization", "perplexity", "mse", "ratio_jitter", "ratio_accel",
-    *metric_names(("ratio", "ratio_motion"), ("all",)), *metric_names(("error", "ratio", "ratio_motion"), skeleton.PARTS),
+    *metric_names(("ratio", "ratio_motion"), ("all",)),
+    *metric_names(("error", "ratio", "ratio_motion"), skeleton.PARTS),
     *metric_names(("ratio_handshape",), HANDS),
 )
