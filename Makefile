@@ -26,16 +26,16 @@ demo: setup
 lint: setup  # ruff, configured in pyproject.toml ([tool.ruff])
 	$(BIN)/ruff check
 
-# Two pytest-xdist workers: most slow tests wait on subprocesses (pip, Snakemake, Slurm, DDP), so two overlap well on
-# 2 cores; tests sharing a module fixture or the local Slurm stay on one worker, and the groups with the most slow tests
-# go first (tests/conftest.py). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# Three pytest-xdist workers: most slow tests wait on subprocesses (pip, Snakemake, Slurm, DDP), so three keep 2 cores
+# busy; a file's tests stay on one worker (its module fixtures are built once; the two local-Slurm runs take turns),
+# the files with the most slow tests go first (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 
 test: setup lint
-	$(BIN)/python -m pytest -x -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -x -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
-	$(BIN)/python -m pytest -x -q -rs -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -x -q -rs -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python -m benchmarks

@@ -50,28 +50,14 @@ STRICT_SKIPS_ENV = "SIGN_VQ_STRICT_SKIPS"  # set to 1: any other skip fails the 
 _skipped: list[tuple[str, str]] = []
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items) -> None:
-    """`make test` runs on two pytest-xdist workers (``-n 2 --dist loadgroup``): each worker has its own module
-    fixtures, so the tests sharing one stay together (one build, and in the order of the file where they change
-    it); the end-to-end runs on the local Slurm take turns on its 4 CPU slots (`xdist_group("slurm")`)."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items[:] = slow_first(items)
-
-
-def slow_first(items: list) -> list:
-    """The groups (or single tests) with the most `slow` tests first, the rest in the order of their files: the workers
-    start on the long runs and share the short tests at the end, instead of one worker ending alone on a long run
-    (`make test` keeps this order: --no-loadscope-reorder). A group's tests stay together and in their file's order."""
-    def unit(item) -> str:
-        group = item.get_closest_marker("xdist_group")
-        return group.args[0] if group else item.nodeid
-
-    slow = Counter(unit(item) for item in items if item.get_closest_marker("slow"))
-    return sorted(items, key=lambda item: -slow[unit(item)])
+    """The files with the most `slow` tests first, each file's tests in its order. `make test` runs on two
+    pytest-xdist workers with ``--dist loadfile --no-loadscope-reorder``: a file's tests stay on one worker (one build
+    of each module fixture, in the order of the file where tests change it; the two runs on the local Slurm take turns
+    on its 4 CPU slots), and the workers start on the long files and share the short ones at the end instead of one
+    worker ending alone on a long file."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items[:] = sorted(items, key=lambda item: -slow[item.path])
 
 
 def pytest_runtest_logreport(report) -> None:

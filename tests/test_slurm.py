@@ -164,7 +164,6 @@ def slurm_jobs_in(workdir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("slurm")  # one at a time on the 4 CPU slots (pytest-xdist)
 @pytest.mark.skipif(shutil.which("sinfo") is None, reason="no Slurm here (`sinfo` not found); CI starts one")
 def test_the_demo_runs_on_slurm_with_train_on_the_gpu_partition(tmp_path):
     ping = subprocess.run(["sinfo", "--noheader", "--format=%P %a"], capture_output=True, text=True)
@@ -192,7 +191,6 @@ def test_the_demo_runs_on_slurm_with_train_on_the_gpu_partition(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("slurm")  # one at a time on the 4 CPU slots (pytest-xdist)
 @pytest.mark.skipif(shutil.which("sinfo") is None, reason="no Slurm here (`sinfo` not found); CI starts one")
 def test_two_process_training_on_slurm_saves_on_the_warning_signal_and_the_retry_finishes(tmp_path, monkeypatch):
     """The profile's launch of multi-GPU training (srun, one task per device) on the local Slurm, with the signal
