@@ -51,11 +51,11 @@ _skipped: list[tuple[str, str]] = []
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The files with the most `slow` tests first, each file's tests in its order. `make test` runs on two
-    pytest-xdist workers with ``--dist loadfile --no-loadscope-reorder``: a file's tests stay on one worker (one build
-    of each module fixture, in the order of the file where tests change it; the two runs on the local Slurm take turns
-    on its 4 CPU slots), and the workers start on the long files and share the short ones at the end instead of one
-    worker ending alone on a long file."""
+    """The files with the most `slow` tests first, each file's tests in its order. `make test` runs on pytest-xdist
+    workers with ``--dist loadfile --no-loadscope-reorder``: a file's tests stay on one worker (one build of each
+    module fixture, in the order of the file where tests change it; the two runs on the local Slurm take turns on its
+    4 CPU slots), and the workers start on the long files and share the short ones at the end instead of one worker
+    ending alone on a long file."""
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     items[:] = sorted(items, key=lambda item: -slow[item.path])
 
