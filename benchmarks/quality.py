@@ -33,7 +33,7 @@ from sign_vq.config import Config, typed, validate
 from sign_vq.dataset.archive import build_archive
 from sign_vq.dataset.normalize import normalize_shard
 from sign_vq.evaluation.metrics import ReconstructionMetrics
-from sign_vq.evaluation.names import HANDS, metric_name
+from sign_vq.evaluation.names import HANDS, SCOPES, metric_name
 from sign_vq.evaluation.reconstruction import add_pose, evaluating, new_metrics, reconstructions
 from sign_vq.formats.posezip import PoseZip
 from sign_vq.formats.statistics import merge_shards, write_stats
@@ -69,7 +69,7 @@ VARIANTS = {"1": {"num_codebooks": 1}, "2": {"num_codebooks": 2}, "4": {"num_cod
                         "part_levels": {"hands": [8, 8, 8, 8, 8, 5, 5], "face": [8, 5, 5, 5], "body": [8, 5, 5, 5]}}}
 # the shared latent and the per-part quantizer at about the same bits: their targets are checked alike
 TEN_BITS, FORTY_BITS = ("1", "parts10"), ("4", "parts40")
-PARTS = (*skeleton.PARTS, "all")
+PARTS = tuple(SCOPES)  # the parts and "all"
 TITLES = {"body": "body", "face": "face", "left_hand": "left hand", "right_hand": "right hand", "all": "overall"}
 
 
@@ -249,9 +249,9 @@ def check_targets(results: dict[str, dict]) -> list[str]:
         checks.append((f"{bits}: every part <= 0.5x", all(r[metric_name("ratio", p)] <= 0.5 for p in parts)))
         checks.append((f"{bits}: every part <= 0.6x", all(r[metric_name("ratio", p)] <= 0.6 for p in parts)))
         checks.append((f"{bits}: hand motion <= 0.4x", all(r[metric_name("ratio_motion", h)] <= 0.4 for h in HANDS)))
+    overall = metric_name("ratio", "all")
     for k in ("1", "2", "4"):
         if k in results and f"residual@{k}" in results:
-            overall = metric_name("ratio", "all")
             residual, product = results[f"residual@{k}"][overall], results[k][overall]
             checks.append((f"residual, first {k}: overall within 5 % of {label(k)} ({residual:.3f} vs {product:.3f})",
                            residual <= 1.05 * product))

@@ -6,6 +6,7 @@ whichever module asks first; ``make_checkpoint`` writes untrained checkpoints of
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import time
@@ -61,18 +62,17 @@ def trained_in(folder: Path, seconds: float = 0.0) -> Trained:
 
 def train_examples(folder: Path) -> Trained:
     """normalize + stats + archive (no validation split) + train on the examples, into ``folder``."""
-    files = sorted(EXAMPLES.rglob("*.pose"))
-    shard, stats, archive = folder / "shard.zip", folder / "stats.json", folder / "archive.zip"
+    paths = trained_in(folder)
+    shard, stats, archive = map(str, (paths.shard, paths.stats, paths.archive))
     config = folder / "config.yaml"
     config.write_text(TRAIN_YAML)
     start = time.perf_counter()
-    assert main(["normalize", "--output", str(shard), "--root", str(EXAMPLES), *map(str, files)]) == 0
-    assert main(["stats", "--output", str(stats), str(shard)]) == 0
-    assert main(["archive", "--val-fraction", "0", "--output", str(archive), str(shard)]) == 0
-    code = main(["train", "--config", str(config), "--archive", str(archive), "--stats", str(stats),
-                 "--output", str(folder / "model")])
+    assert main(["normalize", "--output", shard, "--root", str(EXAMPLES), *map(str, paths.files)]) == 0
+    assert main(["stats", "--output", stats, shard]) == 0
+    assert main(["archive", "--val-fraction", "0", "--output", archive, shard]) == 0
+    code = main(["train", "--config", str(config), "--archive", archive, "--stats", stats, "--output", str(paths.model)])
     assert code == 0
-    return trained_in(folder, time.perf_counter() - start)
+    return dataclasses.replace(paths, seconds=time.perf_counter() - start)
 
 
 @pytest.fixture(scope="session")

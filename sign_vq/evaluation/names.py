@@ -3,6 +3,8 @@ what each one means is in :mod:`sign_vq.evaluation.metrics`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sign_vq.poses import skeleton
 
 HANDS = ("left_hand", "right_hand")
@@ -26,7 +28,7 @@ def metric_name(kind: str, scope: str) -> str:
     return f"{kind}_{scope}"
 
 
-def metric_names(kinds: tuple[str, ...], scopes) -> tuple[str, ...]:
+def metric_names(kinds: tuple[str, ...], scopes: Iterable[str]) -> tuple[str, ...]:
     """Every ``metric_name(kind, scope)``, scope by scope."""
     return tuple(metric_name(kind, scope) for scope in scopes for kind in kinds)
 
