@@ -51,13 +51,18 @@ _skipped: list[tuple[str, str]] = []
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The files with the most `slow` tests first, each file's tests in its order. `make test` runs on pytest-xdist
-    workers with ``--dist loadfile --no-loadscope-reorder``: a file's tests stay on one worker (one build of each
-    module fixture, in the order of the file where tests change it; the two runs on the local Slurm take turns on its
-    4 CPU slots), and the workers start on the long files and share the short ones at the end instead of one worker
-    ending alone on a long file."""
+    """Skip the `slurm` tests where no Slurm answers; order the files for `make test`'s pytest-xdist workers (``--dist
+    loadfile --no-loadscope-reorder``: a file's tests stay on one worker, one build of each module fixture, the two
+    runs on the local Slurm take turns on its 4 CPU slots). The files with `slurm` tests go first (their jobs mostly
+    wait on the executor's status checks, while the other workers use the cores), then those with the most `slow`
+    tests, so that the workers share the short files at the end instead of one ending alone on a long one."""
+    if shutil.which("sinfo") is None:
+        for item in items:
+            if item.get_closest_marker("slurm"):
+                item.add_marker(pytest.mark.skip(reason="no Slurm here (`sinfo` not found); CI starts one"))
+    slurm = {item.path for item in items if item.get_closest_marker("slurm")}
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
-    items[:] = sorted(items, key=lambda item: -slow[item.path])
+    items[:] = sorted(items, key=lambda item: (item.path not in slurm, -slow[item.path]))
 
 
 def pytest_runtest_logreport(report) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -141,7 +140,9 @@ def local_cluster_profile(path: Path) -> Path:
     """profiles/slurm plus what a cluster without accounting needs, and memory/time the test node has."""
     profile = yaml.safe_load(SLURM_PROFILE.read_text())
     profile["slurm-status-command"] = "squeue"  # no slurmdbd: sacct never answers
-    profile["slurm-init-seconds-before-status-checks"] = 5  # <= MinJobAge / 3
+    # the plugin checks 1, 12, 33, 64 s after a submission (then +10 s each time nothing finished) instead of the
+    # default 40 s and after; must stay <= MinJobAge / 3
+    profile["slurm-init-seconds-before-status-checks"] = 1
     profile["set-resources"]["train"].update(mem_mb=2000, runtime=30)
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -164,7 +165,7 @@ def slurm_jobs_in(workdir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("sinfo") is None, reason="no Slurm here (`sinfo` not found); CI starts one")
+@pytest.mark.slurm
 def test_the_demo_runs_on_slurm_with_train_on_the_gpu_partition(tmp_path):
     ping = subprocess.run(["sinfo", "--noheader", "--format=%P %a"], capture_output=True, text=True)
     assert ping.returncode == 0 and "gpu" in ping.stdout and "cpu" in ping.stdout, (
@@ -191,7 +192,7 @@ def test_the_demo_runs_on_slurm_with_train_on_the_gpu_partition(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("sinfo") is None, reason="no Slurm here (`sinfo` not found); CI starts one")
+@pytest.mark.slurm
 def test_two_process_training_on_slurm_saves_on_the_warning_signal_and_the_retry_finishes(tmp_path, monkeypatch):
     """The profile's launch of multi-GPU training (srun, one task per device) on the local Slurm, with the signal
     Slurm sends before a time limit (SIGTERM to every step of the job), sent by the training itself at step 12. The

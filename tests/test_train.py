@@ -79,6 +79,7 @@ def test_overfits_one_batch(dataset):
     assert losses[-1] * 10 <= losses[0], (losses[0], losses[-1])
 
 
+@pytest.mark.slow  # three training processes
 def test_sigkill_then_rerun_equals_uninterrupted_run(dataset, tmp_path):
     config = write_config(tmp_path / "config.yaml")
     reference = run_train(config, dataset, tmp_path / "reference")
@@ -175,6 +176,7 @@ def test_one_codebook_trains_and_decodes(dataset, tmp_path):
     assert torch.allclose(model.decode(codes), recon, atol=1e-5)
 
 
+@pytest.mark.slow  # two training processes, each with its W&B service
 def test_wandb_offline_run_id_is_kept_across_resume(dataset, tmp_path):
     output = tmp_path / "run"
     # a fresh W&B service per run, as in separate jobs (not one that an in-process test of this session started)
