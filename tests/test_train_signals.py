@@ -13,24 +13,28 @@ import pytest
 from sign_vq.model.checkpoint import read_checkpoint
 from sign_vq.training.trainer import INTERRUPTED
 from test_train import run_train, write_config
+from test_train_cluster import one_error, train_main
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["term", "usr1"])
-def test_a_stop_signal_to_the_process_group_saves_one_checkpoint_and_the_rerun_finishes(dataset, tmp_path, how):
+def test_a_stop_signal_to_the_process_group_saves_one_checkpoint_and_each_rerun_goes_on(dataset, tmp_path):
+    """SIGTERM at step 12, then SIGUSR1 at step 20 of the rerun (both what Slurm sends before a time limit): each
+    run saves one checkpoint and exits 3; the last rerun finishes."""
     config = write_config(tmp_path / "c.yaml", max_steps=30, checkpoint_every=100, num_workers=2, log_every=5)
     output = tmp_path / "run"
-    stopped = run_train(config, dataset, output, extra_env={"SIGN_VQ_STOP_AT_STEP": f"12:{how}"},
-                        start_new_session=True)
-    assert stopped.returncode == INTERRUPTED, stopped.stderr[-3000:]
-    assert "rerun the same command to resume" in stopped.stderr
-    assert "killed by signal" not in stopped.stderr, "a DataLoader worker died of the signal"
-    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["last.ckpt"]
-    assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == 13
-    assert not (output / "model.ckpt").exists()
-    # a batch log: plain lines every log_every steps, no progress-bar redraws, no third-party tips
-    assert "\r" not in stopped.stderr and "Tip" not in stopped.stderr and "GPU available" not in stopped.stderr
-    assert re.findall(r"step (\d+)/30 loss", stopped.stderr) == ["5", "10"]
+    for how, step, logged in (("term", 12, ["5", "10"]), ("usr1", 20, ["15", "20"])):
+        stopped = run_train(config, dataset, output, extra_env={"SIGN_VQ_STOP_AT_STEP": f"{step}:{how}"},
+                            start_new_session=True)
+        assert stopped.returncode == INTERRUPTED, stopped.stderr[-3000:]
+        assert "rerun the same command to resume" in stopped.stderr
+        assert "killed by signal" not in stopped.stderr, "a DataLoader worker died of the signal"
+        assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["last.ckpt"]
+        assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == step + 1
+        assert not (output / "model.ckpt").exists()
+        # a batch log: plain lines every log_every steps, no progress-bar redraws, no third-party tips
+        assert "\r" not in stopped.stderr and "Tip" not in stopped.stderr and "GPU available" not in stopped.stderr
+        assert re.findall(r"step (\d+)/30 loss", stopped.stderr) == logged
+    assert "resuming from" in stopped.stderr
 
     resumed = run_train(config, dataset, output)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -65,8 +69,7 @@ def test_a_stop_signal_at_any_moment_never_kills_a_worker_and_the_main_process_s
     assert read_checkpoint(output / "checkpoints" / "last.ckpt")["global_step"] == saved_at
 
 
-def test_the_stop_at_step_hook_rejects_a_bad_value(dataset, tmp_path):
-    result = run_train(write_config(tmp_path / "c.yaml"), dataset, tmp_path / "run",
-                       extra_env={"SIGN_VQ_STOP_AT_STEP": "soon"})
-    assert result.returncode == 2 and "SIGN_VQ_STOP_AT_STEP='soon'" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_the_stop_at_step_hook_rejects_a_bad_value(dataset, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SIGN_VQ_STOP_AT_STEP", "soon")
+    assert train_main(write_config(tmp_path / "c.yaml"), dataset, tmp_path / "run") == 2
+    assert "SIGN_VQ_STOP_AT_STEP='soon'" in one_error(caplog)
