@@ -140,8 +140,8 @@ def local_cluster_profile(path: Path) -> Path:
     """profiles/slurm plus what a cluster without accounting needs, and memory/time the test node has."""
     profile = yaml.safe_load(SLURM_PROFILE.read_text())
     profile["slurm-status-command"] = "squeue"  # no slurmdbd: sacct never answers
-    # the plugin checks 1, 12, 33, 64 s after a submission (then +10 s each time nothing finished) instead of the
-    # default 40 s and after; must stay <= MinJobAge / 3
+    # the plugin checks about 1, 12, 33, 64 s after a submission (each wait 10 s longer while nothing finished; the
+    # default starts at 40 s); must stay <= MinJobAge / 3
     profile["slurm-init-seconds-before-status-checks"] = 1
     profile["set-resources"]["train"].update(mem_mb=2000, runtime=30)
     path.mkdir(parents=True)
