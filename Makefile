@@ -28,7 +28,8 @@ lint: setup  # ruff, configured in pyproject.toml ([tool.ruff])
 
 # Three pytest-xdist workers: most slow tests wait on subprocesses (pip, Snakemake, Slurm, DDP), so three keep 2 cores
 # busy; a file's tests stay on one worker (its module fixtures are built once; the two local-Slurm runs take turns),
-# the files with the most slow tests go first (tests/conftest.py). TEST_WORKERS=0: one process.
+# the files with Slurm tests go first, then those with the most slow tests (tests/conftest.py). TEST_WORKERS=0: one
+# process.
 TEST_WORKERS ?= 3
 
 test: setup lint

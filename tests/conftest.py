@@ -51,11 +51,11 @@ _skipped: list[tuple[str, str]] = []
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Skip the `slurm` tests where Slurm is not installed; order the files for `make test`'s pytest-xdist workers (``--dist
-    loadfile --no-loadscope-reorder``: a file's tests stay on one worker, one build of each module fixture, the two
-    runs on the local Slurm take turns on its 4 CPU slots). The files with `slurm` tests go first (their jobs mostly
-    wait on the executor's status checks, while the other workers use the cores), then those with the most `slow`
-    tests, so that the workers share the short files at the end instead of one ending alone on a long one."""
+    """Skip the `slurm` tests where Slurm is not installed; order the files for `make test`'s pytest-xdist workers
+    (``--dist loadfile --no-loadscope-reorder``: a file's tests stay on one worker, one build of each module fixture,
+    the two runs on the local Slurm take turns on its 4 CPU slots). The files with `slurm` tests go first (their jobs
+    mostly wait on the executor's status checks, while the other workers use the cores), then those with the most
+    `slow` tests, so that the workers share the short files at the end instead of one ending alone on a long one."""
     if shutil.which("sinfo") is None:
         for item in items:
             if item.get_closest_marker("slurm"):

@@ -550,7 +550,7 @@ def test_more_steps_resume_the_trained_model(finished_run):
 
 @pytest.mark.slow
 def test_a_rewritten_or_removed_pose_file_reruns_exactly_its_shard(finished_run):
-    """Last in this file: it leaves the model older than the archive (the runs above go up to the archive)."""
+    """Last in this file: its runs go up to the archive only, so they leave the model older than the archive."""
     poses = finished_run / "poses"
     target = min(poses.rglob("*.pose"), key=lambda p: p.stat().st_size)
     shard = shard_of_file(target.relative_to(poses).as_posix())
